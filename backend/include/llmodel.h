@@ -1,0 +1,348 @@
+/*
+ * llmodel.h: a plain C interface to local language models (GGUF files),
+ * run by llama.cpp/ggml.
+ *
+ * This header is a stable contract for any language binding. It uses only C99
+ * and compiles as C and as C++.
+ *
+ * Conventions
+ * -----------
+ * - Handles are opaque. A model is created by llmodel_model_load() and
+ *   destroyed by llmodel_model_free(). llmodel_model_close() releases the
+ *   weights and the context early; the handle stays valid and every later call
+ *   on it fails with LLMODEL_ERR_CLOSED.
+ * - Functions that can fail return an llmodel_status. On failure a message
+ *   that says what went wrong is kept for the calling thread and can be read
+ *   with llmodel_last_error() until that thread's next llmodel call.
+ * - Every entry point checks its arguments (NULL pointers, sizes, closed
+ *   handles) and reports LLMODEL_ERR_INVALID_ARGUMENT or LLMODEL_ERR_CLOSED
+ *   instead of crashing. No C++ exception ever leaves the library.
+ * - Parameter structs come with a *_default_params() function. Start from the
+ *   defaults and change only the fields you need: new fields may be added at
+ *   the end in later versions (LLMODEL_ABI_VERSION changes when they are).
+ * - Strings are UTF-8. Text arguments take an explicit byte length, so they
+ *   need not be NUL-terminated; strings returned by the library are.
+ *
+ * Threads
+ * -------
+ * - One call at a time per model handle. A call made on a handle while
+ *   another thread is inside a call on the same handle fails at once with
+ *   LLMODEL_ERR_BUSY (nothing is changed). Callers that share a handle between
+ *   threads must serialize their calls.
+ * - Different handles may be used from different threads in parallel.
+ * - Callbacks run on the thread that made the call. A callback must not call
+ *   back into the library with the same handle (that would fail with
+ *   LLMODEL_ERR_BUSY); other handles are fine.
+ * - llmodel_set_log_callback() should be called before any other function;
+ *   the log callback may be called from any thread.
+ */
+#ifndef LLMODEL_H
+#define LLMODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#  if defined(LLMODEL_BUILDING)
+#    define LLMODEL_API __declspec(dllexport)
+#  else
+#    define LLMODEL_API __declspec(dllimport)
+#  endif
+#elif defined(__GNUC__)
+#  define LLMODEL_API __attribute__((visibility("default")))
+#else
+#  define LLMODEL_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bumped whenever a struct or a signature in this header changes. */
+#define LLMODEL_ABI_VERSION 1
+
+/* ------------------------------------------------------------------ types */
+
+typedef struct llmodel_model llmodel_model; /* opaque */
+typedef int32_t llmodel_token;
+
+#define LLMODEL_TOKEN_NONE ((llmodel_token)-1)
+#define LLMODEL_SEED_RANDOM UINT32_MAX
+
+typedef enum llmodel_status {
+    LLMODEL_OK = 0,
+    LLMODEL_ERR_INVALID_ARGUMENT = 1, /* a NULL pointer, a bad size or value */
+    LLMODEL_ERR_FILE_NOT_FOUND = 2,   /* the model file does not exist */
+    LLMODEL_ERR_INVALID_FILE = 3,     /* empty, not GGUF, truncated, unreadable */
+    LLMODEL_ERR_UNSUPPORTED = 4,      /* e.g. an architecture llama.cpp does not know */
+    LLMODEL_ERR_OUT_OF_MEMORY = 5,    /* weights or context could not be allocated */
+    LLMODEL_ERR_CONTEXT_OVERFLOW = 6, /* the prompt does not fit in the context */
+    LLMODEL_ERR_BUSY = 7,             /* another call is running on this handle */
+    LLMODEL_ERR_CLOSED = 8,           /* the handle was closed */
+    LLMODEL_ERR_CANCELLED = 9,        /* the prompt callback returned false */
+    LLMODEL_ERR_BUFFER_TOO_SMALL = 10,/* the needed size was stored in *n_out */
+    LLMODEL_ERR_NO_DEVICE = 11,       /* the requested device does not exist */
+    LLMODEL_ERR_BACKEND = 12,         /* llama.cpp/ggml failed while computing */
+    LLMODEL_ERR_INTERNAL = 13         /* a bug: please report it */
+} llmodel_status;
+
+/* Why a generation ended (llmodel_generate_result.stop_reason). */
+typedef enum llmodel_stop_reason {
+    LLMODEL_STOP_NONE = 0,         /* no token was asked for (n_predict == 0) */
+    LLMODEL_STOP_EOG = 1,          /* the model produced an end-of-generation token */
+    LLMODEL_STOP_LENGTH = 2,       /* n_predict tokens were produced */
+    LLMODEL_STOP_CALLBACK = 3,     /* the response callback returned false */
+    LLMODEL_STOP_CONTEXT_FULL = 4  /* the context is full and shifting was not allowed */
+} llmodel_stop_reason;
+
+typedef enum llmodel_log_level {
+    LLMODEL_LOG_DEBUG = 1,
+    LLMODEL_LOG_INFO = 2,
+    LLMODEL_LOG_WARN = 3,
+    LLMODEL_LOG_ERROR = 4
+} llmodel_log_level;
+
+/* ---------------------------------------------------- library and errors */
+
+/* The library's version, e.g. "0.1.0". Never NULL. */
+LLMODEL_API const char *llmodel_version(void);
+
+/* LLMODEL_ABI_VERSION as compiled into the library; compare with the header's. */
+LLMODEL_API int32_t llmodel_abi_version(void);
+
+/* The message of the calling thread's last failure ("" when there was none).
+ * Valid until the thread's next llmodel call. Never NULL. */
+LLMODEL_API const char *llmodel_last_error(void);
+
+/* A short constant name for a status, e.g. "LLMODEL_ERR_BUSY". Never NULL. */
+LLMODEL_API const char *llmodel_status_name(llmodel_status status);
+
+/* Receives llama.cpp's and ggml's log lines (text usually ends in '\n'). */
+typedef void (*llmodel_log_callback)(llmodel_log_level level, const char *text, void *user_data);
+
+/* Installs a log callback; NULL (the default) discards every log line, so the
+ * library prints nothing by itself. */
+LLMODEL_API void llmodel_set_log_callback(llmodel_log_callback callback, void *user_data);
+
+/* The folder the compute backends (libggml-cpu-*, libggml-vulkan, ...) are
+ * loaded from: the folder of this library, or $LLMODEL_BACKEND_DIR when set.
+ * Backends are loaded once, on first need. Never NULL. */
+LLMODEL_API const char *llmodel_backend_dir(void);
+
+/* The CPU backend variant in use, e.g. "haswell", "skylakex", "sse42", or
+ * "native" for a build with only the build machine's variant, "" if no CPU
+ * backend could be loaded. Loads the backends if needed. Never NULL. */
+LLMODEL_API const char *llmodel_cpu_variant(void);
+
+/* Number of physical CPU cores available to this process (at least 1). */
+LLMODEL_API int32_t llmodel_physical_cores(void);
+
+/* ---------------------------------------------------------------- devices */
+
+typedef struct llmodel_device_info {
+    const char *backend;     /* "CPU", "Vulkan", "CUDA", "Metal", ... */
+    const char *name;        /* unique, e.g. "CPU", "Vulkan0", "CUDA0" */
+    const char *description; /* human readable, e.g. the GPU's product name */
+    const char *vendor;      /* "NVIDIA", "AMD", "Intel", "Apple", or "" */
+    bool is_gpu;             /* a discrete or integrated GPU */
+    uint64_t memory_total;   /* bytes, 0 if unknown */
+    uint64_t memory_free;    /* bytes, 0 if unknown */
+} llmodel_device_info;
+
+/* Number of compute devices found (the CPU included). Loads the backends if needed. */
+LLMODEL_API size_t llmodel_device_count(void);
+
+/* Fills *out for device i (0 <= i < llmodel_device_count()). The strings
+ * stay valid for the life of the process. */
+LLMODEL_API llmodel_status llmodel_device_get(size_t index, llmodel_device_info *out);
+
+/* ------------------------------------------------------------ loading */
+
+typedef struct llmodel_load_params {
+    int32_t n_ctx;        /* context length in tokens; 0: the model's training context */
+    int32_t n_batch;      /* most tokens evaluated in one step while reading a prompt */
+    int32_t n_threads;    /* 0: the number of physical cores */
+    int32_t n_gpu_layers; /* layers to offload to a GPU device; -1: all */
+    /* Which device to run on: NULL, "" or "cpu" for the CPU; "gpu" for the
+     * best GPU; a backend ("cuda", "vulkan", "metal"), a vendor ("nvidia",
+     * "amd", "intel", "apple"), or a device name from llmodel_device_get(). */
+    const char *device;
+    bool use_mmap;        /* map the file instead of reading it into memory */
+} llmodel_load_params;
+
+LLMODEL_API llmodel_load_params llmodel_load_default_params(void);
+
+/* Loads a GGUF model and creates its context. On success *out is a new
+ * handle; on failure *out is NULL and llmodel_last_error() says why (missing,
+ * empty, not GGUF, truncated, unsupported architecture, out of memory, ...). */
+LLMODEL_API llmodel_status llmodel_model_load(const char *path, const llmodel_load_params *params,
+                                              llmodel_model **out);
+
+/* Releases the weights and the context; the handle stays valid (later calls
+ * fail with LLMODEL_ERR_CLOSED) until llmodel_model_free(). Closing a closed
+ * handle is a no-op. Fails with LLMODEL_ERR_BUSY if a call is running. */
+LLMODEL_API llmodel_status llmodel_model_close(llmodel_model *model);
+
+/* Closes if needed and frees the handle. NULL is accepted. The handle must
+ * not be in use by another thread. */
+LLMODEL_API void llmodel_model_free(llmodel_model *model);
+
+/* ------------------------------------------------------------ model facts */
+
+typedef struct llmodel_model_info {
+    const char *architecture;  /* general.architecture, e.g. "llama", "gemma3" */
+    const char *name;          /* general.name, or "" */
+    const char *chat_template; /* tokenizer.chat_template (Jinja), or NULL if absent */
+    const char *backend;       /* the backend the model runs on: "CPU", "Vulkan", ... */
+    const char *device;        /* the device name, e.g. "CPU", "Vulkan0" */
+    const char *device_description;
+    int32_t n_ctx;             /* the context length in use */
+    int32_t n_ctx_train;       /* the context length the model was trained with */
+    int32_t n_batch;
+    int32_t n_vocab;
+    int32_t n_embd;
+    int32_t n_layer;
+    int32_t n_gpu_layers;      /* layers actually offloaded */
+    uint64_t n_params;
+    uint64_t size_bytes;
+    llmodel_token bos;         /* LLMODEL_TOKEN_NONE when the model has none */
+    llmodel_token eos;
+    llmodel_token eot;
+    bool add_bos;              /* the tokenizer adds BOS to a prompt's start */
+} llmodel_model_info;
+
+/* Fills *out; the strings stay valid until the model is closed. */
+LLMODEL_API llmodel_status llmodel_model_get_info(const llmodel_model *model, llmodel_model_info *out);
+
+/* Reads one metadata value as a string into buf (always NUL-terminated when
+ * buf_size > 0); *n_out gets the value's length. LLMODEL_ERR_INVALID_ARGUMENT
+ * when the key is absent, LLMODEL_ERR_BUFFER_TOO_SMALL when it did not fit. */
+LLMODEL_API llmodel_status llmodel_model_meta(const llmodel_model *model, const char *key,
+                                              char *buf, size_t buf_size, size_t *n_out);
+
+/* Whether a token ends a generation (EOS, EOT, ...). False for a bad token. */
+LLMODEL_API bool llmodel_token_is_eog(const llmodel_model *model, llmodel_token token);
+
+/* ------------------------------------------------------------ tokens */
+
+/* Tokenizes text. add_special: add BOS/EOS as the model's tokenizer asks;
+ * parse_special: turn special-token text such as "<|im_start|>" into its
+ * token instead of plain text. If capacity is too small, nothing is written,
+ * *n_out gets the needed count and LLMODEL_ERR_BUFFER_TOO_SMALL is returned. */
+LLMODEL_API llmodel_status llmodel_tokenize(const llmodel_model *model, const char *text, size_t text_len,
+                                            bool add_special, bool parse_special,
+                                            llmodel_token *tokens, size_t capacity, size_t *n_out);
+
+/* The text of tokens (not NUL-terminated). render_special: write control
+ * tokens as their text ("<|im_end|>") instead of nothing. Buffer rules as
+ * for llmodel_tokenize(), in bytes. */
+LLMODEL_API llmodel_status llmodel_detokenize(const llmodel_model *model, const llmodel_token *tokens,
+                                              size_t n_tokens, bool render_special,
+                                              char *buf, size_t buf_size, size_t *n_out);
+
+/* The raw bytes of one token (possibly part of a UTF-8 character). */
+LLMODEL_API llmodel_status llmodel_token_to_piece(const llmodel_model *model, llmodel_token token,
+                                                  bool render_special,
+                                                  char *buf, size_t buf_size, size_t *n_out);
+
+/* ------------------------------------------------------------ generation */
+
+typedef struct llmodel_generate_params {
+    float temp;             /* <= 0: greedy (always the most likely token) */
+    int32_t top_k;          /* <= 0: no top-k cut */
+    float top_p;            /* >= 1: no top-p cut */
+    float min_p;            /* <= 0: no min-p cut */
+    float repeat_penalty;   /* 1: none */
+    int32_t repeat_last_n;  /* tokens the penalty looks back over; -1: the whole context */
+    uint32_t seed;          /* LLMODEL_SEED_RANDOM: a fresh seed each call */
+    int32_t n_predict;      /* most tokens to generate; -1: until EOG or a full context */
+    int32_t n_batch;        /* prompt tokens per step; 0 or more than the load n_batch: the load n_batch */
+    bool context_shift;     /* when the context fills up while generating, drop
+                               the oldest tokens after the first n_keep instead
+                               of stopping (models that support it) */
+    int32_t n_keep;         /* tokens at the start never dropped by a shift */
+    bool parse_special;     /* for a text prompt: parse special-token text */
+    bool add_special;       /* for a text prompt: add BOS as the tokenizer asks */
+} llmodel_generate_params;
+
+LLMODEL_API llmodel_generate_params llmodel_generate_default_params(void);
+
+/* Prompt progress: n_done of n_total prompt tokens evaluated. Return false to
+ * cancel the call (it then fails with LLMODEL_ERR_CANCELLED; the tokens
+ * evaluated so far stay in the cache). */
+typedef bool (*llmodel_prompt_callback)(int32_t n_done, int32_t n_total, void *user_data);
+
+/* One generated token and its text. piece is whole UTF-8: the bytes of a
+ * character split over several tokens come with the token that completes it,
+ * so piece_len may be 0. Not called for the end-of-generation token. If
+ * generation ends in the middle of a character, one last call with token
+ * LLMODEL_TOKEN_NONE carries U+FFFD for the lost bytes (its return value is
+ * ignored). Return false to stop after this token. */
+typedef bool (*llmodel_response_callback)(llmodel_token token, const char *piece, size_t piece_len,
+                                          void *user_data);
+
+typedef struct llmodel_generate_result {
+    int32_t n_prompt;    /* tokens in the prompt */
+    int32_t n_reused;    /* prompt tokens found already evaluated in the cache */
+    int32_t n_evaluated; /* prompt tokens evaluated by this call */
+    int32_t n_generated; /* tokens generated (each passed to the response callback) */
+    int32_t n_past;      /* tokens in the cache afterwards */
+    llmodel_stop_reason stop_reason;
+    double prompt_ms;    /* wall time spent evaluating the prompt */
+    double generate_ms;  /* wall time spent generating */
+} llmodel_generate_result;
+
+/* Evaluates a prompt and generates a response to it.
+ *
+ * The model keeps the tokens in its cache from earlier calls. When the new
+ * prompt starts with some of them, only the rest is evaluated (so in a chat,
+ * pass the whole conversation each turn: just the new turn is evaluated).
+ * A prompt longer than the context fails with LLMODEL_ERR_CONTEXT_OVERFLOW
+ * and leaves the model usable. Either callback may be NULL; result may be NULL. */
+LLMODEL_API llmodel_status llmodel_generate(llmodel_model *model, const char *prompt, size_t prompt_len,
+                                            const llmodel_generate_params *params,
+                                            llmodel_prompt_callback on_prompt,
+                                            llmodel_response_callback on_response, void *user_data,
+                                            llmodel_generate_result *result);
+
+/* The same with a prompt given as tokens (params->parse_special and
+ * params->add_special are not used). */
+LLMODEL_API llmodel_status llmodel_generate_tokens(llmodel_model *model, const llmodel_token *tokens,
+                                                   size_t n_tokens, const llmodel_generate_params *params,
+                                                   llmodel_prompt_callback on_prompt,
+                                                   llmodel_response_callback on_response, void *user_data,
+                                                   llmodel_generate_result *result);
+
+/* ------------------------------------------------------------ state */
+
+/* Forgets every token in the cache. */
+LLMODEL_API llmodel_status llmodel_reset(llmodel_model *model);
+
+/* Copies the tokens in the cache (buffer rules as for llmodel_tokenize()). */
+LLMODEL_API llmodel_status llmodel_cached_tokens(const llmodel_model *model, llmodel_token *tokens,
+                                                 size_t capacity, size_t *n_out);
+
+/* Bytes needed to save the current state (cache and token history). */
+LLMODEL_API llmodel_status llmodel_state_size(llmodel_model *model, size_t *n_out);
+
+/* Saves the state into buf; *n_out gets the bytes written. */
+LLMODEL_API llmodel_status llmodel_state_save(llmodel_model *model, void *buf, size_t buf_size,
+                                              size_t *n_out);
+
+/* Restores a state saved by llmodel_state_save() on a model loaded from the
+ * same file with the same context length. A buffer that does not fit leaves
+ * the model reset and fails with LLMODEL_ERR_INVALID_ARGUMENT. */
+LLMODEL_API llmodel_status llmodel_state_load(llmodel_model *model, const void *buf, size_t buf_size);
+
+/* Sets the threads used for generation and prompt processing (n >= 1). */
+LLMODEL_API llmodel_status llmodel_set_threads(llmodel_model *model, int32_t n_threads);
+
+/* The thread count in use, or -1 for a bad or closed handle. */
+LLMODEL_API int32_t llmodel_get_threads(const llmodel_model *model);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LLMODEL_H */

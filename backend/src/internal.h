@@ -1,0 +1,37 @@
+// Shared by the llmodel sources; not part of the public interface.
+#pragma once
+
+#include "llmodel.h"
+
+#include <string>
+
+#include "ggml-backend.h"
+
+namespace llmodel {
+
+// Records a failure for the calling thread and returns its status.
+llmodel_status fail(llmodel_status status, std::string message);
+void clear_error();
+
+// Loads ggml's backends from llmodel_backend_dir(), once per process.
+void ensure_backends();
+
+// While alive on a thread, ggml/llama error and warning lines logged on that
+// thread are collected (to put the engine's own reason into our messages).
+class LogCapture {
+public:
+    LogCapture();
+    ~LogCapture();
+    LogCapture(const LogCapture &) = delete;
+    LogCapture &operator=(const LogCapture &) = delete;
+    std::string text() const;
+};
+
+// Resolves a device request (see llmodel_load_params.device). On success
+// *dev is the device, or nullptr for the CPU.
+llmodel_status select_device(const char *request, ggml_backend_dev_t *dev);
+
+// A device's vendor guessed from its description ("" if unknown).
+std::string vendor_of(const std::string &description);
+
+} // namespace llmodel

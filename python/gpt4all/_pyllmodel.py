@@ -1,0 +1,343 @@
+"""``LLModel``: one loaded model, a thin owner of a native llmodel handle.
+
+This is what ``GPT4All.model`` holds. It knows nothing of chats or
+templates: it loads, tokenizes and generates. One instance may be shared by
+threads (calls are serialized by a lock); two instances run in parallel,
+since ctypes releases the GIL during every native call.
+"""
+from __future__ import annotations
+
+import ctypes
+import math
+import threading
+import weakref
+from ctypes import byref, c_int32, c_size_t
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Union
+
+from . import _native as native
+from . import errors
+
+#: ``on_token(token_id, text) -> bool``: return False to stop.
+TokenCallback = Callable[[int, str], bool]
+#: ``on_progress(n_done, n_total) -> bool``: return False to cancel.
+ProgressCallback = Callable[[int, int], bool]
+
+STOP_REASONS = {0: "none", 1: "eog", 2: "length", 3: "callback", 4: "context_full"}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Facts about a loaded model."""
+
+    architecture: str
+    name: str
+    chat_template: Optional[str]
+    backend: str
+    device: str
+    device_description: str
+    n_ctx: int
+    n_ctx_train: int
+    n_batch: int
+    n_vocab: int
+    n_embd: int
+    n_layer: int
+    n_gpu_layers: int
+    n_params: int
+    size_bytes: int
+    bos: Optional[int]
+    eos: Optional[int]
+    eot: Optional[int]
+    add_bos: bool
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    """What one generation call did, as the native side counted it."""
+
+    n_prompt: int
+    n_reused: int
+    n_evaluated: int
+    n_generated: int
+    n_past: int
+    stop_reason: str
+    prompt_ms: float
+    generate_ms: float
+
+
+@dataclass(frozen=True)
+class Device:
+    """A compute device the engine can use."""
+
+    backend: str
+    name: str
+    description: str
+    vendor: str
+    is_gpu: bool
+    memory_total: int
+    memory_free: int
+
+
+def list_devices() -> List[Device]:
+    """Every compute device found, the CPU included."""
+    lib = native.lib()
+    out = []
+    for i in range(lib.llmodel_device_count()):
+        d = native.DeviceInfo()
+        native.check(lib.llmodel_device_get(i, byref(d)))
+        out.append(Device(native.decode(d.backend), native.decode(d.name), native.decode(d.description),
+                          native.decode(d.vendor), bool(d.is_gpu), int(d.memory_total), int(d.memory_free)))
+    return out
+
+
+def cpu_variant() -> str:
+    """The CPU backend variant in use, e.g. ``"haswell"``."""
+    return native.decode(native.lib().llmodel_cpu_variant())
+
+
+def physical_cores() -> int:
+    return int(native.lib().llmodel_physical_cores())
+
+
+def _free_handle(lib: ctypes.CDLL, handle: "ctypes._Pointer") -> None:
+    lib.llmodel_model_free(handle)
+
+
+def _opt_token(t: int) -> Optional[int]:
+    return None if t < 0 else int(t)
+
+
+class LLModel:
+    """A loaded GGUF model.
+
+    Args:
+        model_path: the ``.gguf`` file.
+        n_ctx: context length in tokens.
+        ngl: layers to offload to the GPU (only with a GPU ``device``).
+        device: ``None``/``"cpu"``, ``"gpu"``, a backend (``"cuda"``,
+            ``"vulkan"``, ``"metal"``), a vendor, or a device name.
+        n_threads: CPU threads; ``None`` means the number of physical cores.
+        n_batch: most prompt tokens evaluated in one step.
+    """
+
+    def __init__(self, model_path: Union[str, Path], n_ctx: int = 2048, ngl: int = 100,
+                 device: Optional[str] = None, n_threads: Optional[int] = None, n_batch: int = 512,
+                 use_mmap: bool = True):
+        self._handle = None
+        lib = native.lib()
+        params = lib.llmodel_load_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_threads = n_threads or 0
+        params.n_gpu_layers = ngl
+        params.device = device.encode() if device else None
+        params.use_mmap = use_mmap
+        handle = native.ModelPtr()
+        path = str(model_path)
+        native.check(lib.llmodel_model_load(path.encode(), byref(params), byref(handle)))
+        self._lib = lib
+        self._handle = handle
+        self._lock = threading.RLock()
+        self._finalizer = weakref.finalize(self, _free_handle, lib, handle)
+        self.model_path = path
+        self.info = self._read_info()
+        self._special_text: dict = {}
+
+    # ------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Frees the weights and the context. Safe to call more than once."""
+        with self._lock:
+            if self._handle is not None:
+                self._handle = None
+                self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        return self._handle is None
+
+    def _h(self) -> "ctypes._Pointer":
+        if self._handle is None:
+            raise errors.ModelClosedError("the model is closed")
+        return self._handle
+
+    def __enter__(self) -> "LLModel":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read_info(self) -> ModelInfo:
+        i = native.ModelInfo()
+        native.check(self._lib.llmodel_model_get_info(self._h(), byref(i)))
+        return ModelInfo(
+            architecture=native.decode(i.architecture), name=native.decode(i.name),
+            chat_template=i.chat_template.decode("utf-8", "replace") if i.chat_template else None,
+            backend=native.decode(i.backend), device=native.decode(i.device),
+            device_description=native.decode(i.device_description), n_ctx=i.n_ctx, n_ctx_train=i.n_ctx_train,
+            n_batch=i.n_batch, n_vocab=i.n_vocab, n_embd=i.n_embd, n_layer=i.n_layer,
+            n_gpu_layers=i.n_gpu_layers, n_params=int(i.n_params), size_bytes=int(i.size_bytes),
+            bos=_opt_token(i.bos), eos=_opt_token(i.eos), eot=_opt_token(i.eot), add_bos=bool(i.add_bos))
+
+    # ------------------------------------------------------------ threads
+
+    def set_thread_count(self, n_threads: int) -> None:
+        """Sets the CPU threads used for generation and prompt processing."""
+        if not isinstance(n_threads, int) or isinstance(n_threads, bool) or n_threads < 1:
+            raise errors.InvalidArgumentError(f"n_threads must be a positive integer, not {n_threads!r}")
+        with self._lock:
+            native.check(self._lib.llmodel_set_threads(self._h(), n_threads))
+
+    def thread_count(self) -> int:
+        """The CPU threads in use."""
+        with self._lock:
+            return int(self._lib.llmodel_get_threads(self._h()))
+
+    # ------------------------------------------------------------ tokens
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> List[int]:
+        """The token ids of text."""
+        data = text.encode("utf-8")
+        with self._lock:
+            h = self._h()
+            cap = len(data) + 8
+            for _ in range(2):
+                buf = (c_int32 * cap)()
+                n = c_size_t()
+                status = self._lib.llmodel_tokenize(h, data, len(data), add_special, parse_special, buf, cap, byref(n))
+                if status == native.ERR_BUFFER_TOO_SMALL:
+                    cap = n.value
+                    continue
+                native.check(status)
+                return list(buf[: n.value])
+        raise errors.NativeError("tokenization did not converge")
+
+    def detokenize(self, tokens: Sequence[int], render_special: bool = False) -> str:
+        """The text of token ids."""
+        arr = (c_int32 * len(tokens))(*tokens)
+        with self._lock:
+            h = self._h()
+            cap = len(tokens) * 8 + 16
+            for _ in range(2):
+                buf = ctypes.create_string_buffer(cap)
+                n = c_size_t()
+                status = self._lib.llmodel_detokenize(h, arr, len(tokens), render_special, buf, cap, byref(n))
+                if status == native.ERR_BUFFER_TOO_SMALL:
+                    cap = n.value
+                    continue
+                native.check(status)
+                return buf.raw[: n.value].decode("utf-8", "replace")
+        raise errors.NativeError("detokenization did not converge")
+
+    def token_text(self, token: Optional[int]) -> str:
+        """The text of one special token such as BOS ("" for None)."""
+        if token is None:
+            return ""
+        if token not in self._special_text:
+            self._special_text[token] = self.detokenize([token], render_special=True)
+        return self._special_text[token]
+
+    def cached_token_count(self) -> int:
+        """Tokens currently held in the model's cache."""
+        with self._lock:
+            n = c_size_t()
+            status = self._lib.llmodel_cached_tokens(self._h(), None, 0, byref(n))
+            if status not in (native.OK, native.ERR_BUFFER_TOO_SMALL):
+                native.check(status)
+            return int(n.value)
+
+    # ------------------------------------------------------------ state
+
+    def reset(self) -> None:
+        """Forgets the cached context."""
+        with self._lock:
+            native.check(self._lib.llmodel_reset(self._h()))
+
+    def save_state(self) -> bytes:
+        """The cache and its tokens, to restore later with ``load_state``."""
+        with self._lock:
+            h = self._h()
+            size = c_size_t()
+            native.check(self._lib.llmodel_state_size(h, byref(size)))
+            buf = ctypes.create_string_buffer(size.value)
+            n = c_size_t()
+            native.check(self._lib.llmodel_state_save(h, buf, size.value, byref(n)))
+            return buf.raw[: n.value]
+
+    def load_state(self, state: bytes) -> None:
+        with self._lock:
+            native.check(self._lib.llmodel_state_load(self._h(), state, len(state)))
+
+    # ------------------------------------------------------------ generation
+
+    def generate(self, prompt: Union[str, Sequence[int]], *, n_predict: int = 200, temp: float = 0.7,
+                 top_k: int = 40, top_p: float = 0.4, min_p: float = 0.0, repeat_penalty: float = 1.18,
+                 repeat_last_n: int = 64, n_batch: int = 0, seed: Optional[int] = None,
+                 context_shift: bool = True, n_keep: int = 0, special: bool = True,
+                 add_special: bool = True, on_token: Optional[TokenCallback] = None,
+                 on_progress: Optional[ProgressCallback] = None) -> GenerationStats:
+        """Evaluates a prompt (text or token ids) and generates a reply.
+
+        Each generated token goes to ``on_token(token_id, text)``; the text of
+        a character split over tokens arrives with the token that completes
+        it. An exception raised by a callback stops generation and is raised
+        here, after the native call has returned; the model stays usable.
+        """
+        _check_finite(temp=temp, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty)
+        p = self._lib.llmodel_generate_default_params()
+        p.temp, p.top_k, p.top_p, p.min_p = temp, top_k, max(top_p, 1e-9), min_p
+        p.repeat_penalty, p.repeat_last_n = repeat_penalty, repeat_last_n
+        p.seed = native.SEED_RANDOM if seed is None else seed & 0xFFFFFFFF
+        p.n_predict, p.n_batch = n_predict, n_batch
+        p.context_shift, p.n_keep = context_shift, n_keep
+        p.parse_special, p.add_special = special, add_special
+
+        failure: List[BaseException] = []
+
+        def response(token: int, piece: Optional[int], length: int, _ud: object) -> bool:
+            if failure:
+                return False
+            try:
+                text = ctypes.string_at(piece, length).decode("utf-8", "replace") if length else ""
+                return bool(on_token(token, text)) if on_token is not None else True
+            except BaseException as e:  # noqa: BLE001 (re-raised after the native call)
+                failure.append(e)
+                return False
+
+        def progress(done: int, total: int, _ud: object) -> bool:
+            try:
+                return bool(on_progress(done, total)) if on_progress is not None else True
+            except BaseException as e:  # noqa: BLE001
+                failure.append(e)
+                return False
+
+        # Both callback objects stay referenced here until the call returns.
+        c_response = native.ResponseCallback(response)
+        c_progress = native.PromptCallback(progress) if on_progress is not None else native.PromptCallback()
+        result = native.GenerateResult()
+        with self._lock:
+            h = self._h()
+            if isinstance(prompt, str):
+                data = prompt.encode("utf-8")
+                status = self._lib.llmodel_generate(h, data, len(data), byref(p), c_progress, c_response, None,
+                                                    byref(result))
+            else:
+                toks = (c_int32 * len(prompt))(*prompt)
+                status = self._lib.llmodel_generate_tokens(h, toks, len(prompt), byref(p), c_progress, c_response,
+                                                           None, byref(result))
+        if failure:
+            raise failure[0]
+        native.check(status)
+        return GenerationStats(result.n_prompt, result.n_reused, result.n_evaluated, result.n_generated,
+                               result.n_past, STOP_REASONS.get(result.stop_reason, "none"),
+                               result.prompt_ms, result.generate_ms)
+
+
+def _check_finite(**values: float) -> None:
+    for name, v in values.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            raise errors.InvalidArgumentError(f"{name} must be a finite number, not {v!r}")
+
+
+__all__ = ["LLModel", "ModelInfo", "GenerationStats", "Device", "list_devices", "cpu_variant", "physical_cores"]

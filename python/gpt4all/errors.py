@@ -1,0 +1,60 @@
+"""Exceptions raised by gpt4all.
+
+Each one also subclasses the built-in exception that code written for the
+original package already catches: a missing model is a ``FileNotFoundError``,
+a bad argument a ``ValueError``, a failure inside the engine a
+``RuntimeError``. All of them are ``GPT4AllError``.
+"""
+from __future__ import annotations
+
+
+class GPT4AllError(Exception):
+    """Base class of every error raised by gpt4all."""
+
+
+class InvalidArgumentError(GPT4AllError, ValueError):
+    """A parameter value that makes no sense (negative ``top_k``, ...)."""
+
+
+class ModelNotFoundError(GPT4AllError, FileNotFoundError):
+    """The model file does not exist (or is not known and cannot be fetched)."""
+
+
+class InvalidModelError(GPT4AllError, ValueError):
+    """The file is not a usable model: empty, not GGUF, truncated, corrupt."""
+
+
+class UnsupportedModelError(InvalidModelError):
+    """A valid GGUF file whose architecture the engine cannot run."""
+
+
+class ContextOverflowError(GPT4AllError, ValueError):
+    """The prompt does not fit in the model's context window (``n_ctx``)."""
+
+
+class NoDeviceError(GPT4AllError, ValueError):
+    """The requested GPU device does not exist on this machine."""
+
+
+class ModelClosedError(GPT4AllError, ValueError):
+    """The model was closed; load it again to use it."""
+
+
+class NativeError(GPT4AllError, RuntimeError):
+    """The native library reported a failure."""
+
+
+class ModelBusyError(NativeError):
+    """A call was made on a model that is inside another call on the same thread."""
+
+
+class OutOfMemoryError(NativeError, MemoryError):
+    """The weights or the context could not be allocated."""
+
+
+class LibraryNotFoundError(GPT4AllError, OSError):
+    """The native llmodel library could not be found or opened."""
+
+
+class DownloadError(GPT4AllError, ConnectionError):
+    """A model could not be downloaded."""

@@ -1,0 +1,467 @@
+"""The ``GPT4All`` class: load a local model, generate text, hold chat sessions."""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
+
+from . import errors
+from ._pyllmodel import GenerationStats, LLModel, list_devices
+from .templates import ChatFormatter
+
+ConfigType = Dict[str, Any]
+MessageType = Dict[str, str]
+
+DEFAULT_MODEL_DIR_ENV = "GPT4ALL_MODEL_PATH"
+
+
+def empty_response_callback(token_id: int, response: str) -> bool:
+    """The default ``callback`` of :meth:`GPT4All.generate`: accepts every token."""
+    return True
+
+
+def default_model_dir() -> Path:
+    """Where models are looked for and stored: ``$GPT4ALL_MODEL_PATH``, else
+    the user cache folder (``~/.cache/gpt4all`` on Linux)."""
+    env = os.environ.get(DEFAULT_MODEL_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("gpt4all", appauthor=False))
+
+
+def append_extension_if_missing(model_name: str) -> str:
+    if not model_name.endswith((".bin", ".gguf")):
+        model_name += ".gguf"
+    return model_name
+
+
+class ChatHistory(List[MessageType]):
+    """The messages of a chat session.
+
+    A reply generated inside the session is recorded as it streams. Code
+    written for the original package appends each streamed reply itself;
+    such an append of the reply just recorded is recognized and not stored
+    twice.
+    """
+
+    def append(self, message: MessageType) -> None:  # type: ignore[override]
+        if (isinstance(message, Mapping) and message.get("role") == "assistant" and self
+                and self[-1].get("role") == "assistant" and self[-1].get("content") == message.get("content")
+                and getattr(self, "_recorded", None) is self[-1]):
+            self._recorded = None
+            return
+        super().append(message)
+
+
+class _StopMatcher:
+    """Cuts generated text at the first stop sequence; holds back text that
+    may be the start of one until it is known not to be."""
+
+    def __init__(self, stops: Sequence[str]):
+        self.stops = [s for s in stops if s]
+        self.pending = ""
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        if not self.stops:
+            return piece
+        text = self.pending + piece
+        cut = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.pending = ""
+            self.stopped = True
+            return text[:cut]
+        hold = 0
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(text)), 0, -1):
+                if text.endswith(s[:k]):
+                    hold = max(hold, k)
+                    break
+        self.pending = text[len(text) - hold:] if hold else ""
+        return text[: len(text) - hold]
+
+    def flush(self) -> str:
+        out, self.pending = ("" if self.stopped else self.pending), ""
+        return out
+
+
+class GPT4All:
+    """A language model running locally.
+
+    Args:
+        model_name: the model's file name (``.gguf`` is added when missing) or
+            a name from the models registry.
+        model_path: the folder holding the model file; default: the user
+            cache folder (see :func:`default_model_dir`).
+        model_type: kept for compatibility; stored as ``self.model_type``.
+        allow_download: fetch the model when it is not on disk.
+        n_threads: CPU threads; default: the number of physical cores.
+        device: ``"cpu"`` (default), ``"gpu"`` for the best GPU, a backend
+            (``"cuda"``, ``"vulkan"``, ``"metal"``), a vendor (``"nvidia"``,
+            ``"amd"``, ``"intel"``) or a device name from :meth:`list_gpus`.
+        n_ctx: the context length in tokens (prompt and reply together).
+        ngl: layers to offload to the GPU device.
+        verbose: log what the engine does to stderr.
+    """
+
+    def __init__(self, model_name: str, *, model_path: Optional[Union[str, os.PathLike]] = None,
+                 model_type: Optional[str] = None, allow_download: bool = True, n_threads: Optional[int] = None,
+                 device: Optional[str] = None, n_ctx: int = 2048, ngl: int = 100, verbose: bool = False):
+        if verbose:
+            _enable_verbose_logging()
+        _check_int("n_ctx", n_ctx, minimum=1)
+        _check_int("ngl", ngl, minimum=0)
+        if n_threads is not None:
+            _check_int("n_threads", n_threads, minimum=1)
+        self.model_type = model_type
+        self._history: Optional[ChatHistory] = None
+        self._formatter: Optional[ChatFormatter] = None
+        self._session_skip = 0  # oldest turns dropped from the model's view to fit the context
+        self.config: ConfigType = self.retrieve_model(model_name, model_path=model_path,
+                                                      allow_download=allow_download, verbose=verbose)
+        self.model = LLModel(self.config["path"], n_ctx=n_ctx, ngl=ngl, device=device, n_threads=n_threads)
+        self._last_stats: Optional[GenerationStats] = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Frees the model. Using it afterwards raises ``ModelClosedError``."""
+        self.model.close()
+
+    def __enter__(self) -> "GPT4All":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ facts
+
+    @property
+    def backend(self) -> str:
+        """The backend the model runs on: ``"cpu"``, ``"cuda"``, ``"vulkan"`` or ``"metal"``."""
+        return self.model.info.backend.lower()
+
+    @property
+    def device(self) -> Optional[str]:
+        """The GPU the model runs on, or ``None`` on the CPU."""
+        info = self.model.info
+        return None if info.backend == "CPU" else info.device_description
+
+    @property
+    def last_generation(self) -> Optional[GenerationStats]:
+        """Counts and timings of the last :meth:`generate` call."""
+        return self._last_stats
+
+    @classmethod
+    def list_gpus(cls) -> List[str]:
+        """The names of the GPU devices this machine offers (empty if none)."""
+        return [d.description for d in list_devices() if d.is_gpu]
+
+    # ------------------------------------------------------------ models
+
+    @staticmethod
+    def list_models() -> List[ConfigType]:
+        """The models registry: every model that can be fetched by name."""
+        from . import models
+
+        return models.list_models()
+
+    @classmethod
+    def retrieve_model(cls, model_name: str, model_path: Optional[Union[str, os.PathLike]] = None,
+                       allow_download: bool = True, verbose: bool = False) -> ConfigType:
+        """Finds a model on disk, or fetches it, and returns its config.
+
+        A model already on disk is used without touching the network.
+        """
+        from . import models
+
+        return models.retrieve_model(model_name, model_path=model_path, allow_download=allow_download,
+                                     verbose=verbose)
+
+    @staticmethod
+    def download_model(model_filename: str, model_path: Union[str, os.PathLike], verbose: bool = True,
+                       url: Optional[str] = None, expected_size: Optional[int] = None,
+                       expected_md5: Optional[str] = None, expected_sha256: Optional[str] = None) -> Union[str, os.PathLike]:
+        """Downloads a model file into model_path and returns its path."""
+        from . import models
+
+        return models.download_model(model_filename, model_path, verbose=verbose, url=url,
+                                     expected_size=expected_size, expected_md5=expected_md5,
+                                     expected_sha256=expected_sha256)
+
+    # ------------------------------------------------------------ chat sessions
+
+    @property
+    def current_chat_session(self) -> Optional[List[MessageType]]:
+        """The messages of the open chat session, or ``None`` outside one."""
+        return self._history
+
+    @current_chat_session.setter
+    def current_chat_session(self, history: List[MessageType]) -> None:
+        if self._history is None:
+            raise errors.InvalidArgumentError("no chat session is open (use `with model.chat_session():`)")
+        self._history = ChatHistory(history)
+        self._session_skip = 0
+
+    @contextmanager
+    def chat_session(self, system_prompt: Optional[str] = None,
+                     prompt_template: Optional[str] = None) -> Iterator[None]:
+        """A context in which :meth:`generate` holds a conversation.
+
+        Args:
+            system_prompt: instructions placed before the conversation;
+                default: the one in the model's config, if any.
+            prompt_template: a template with ``{0}`` where each user message
+                goes, instead of the chat template stored in the model.
+        """
+        if system_prompt is None:
+            system_prompt = self.config.get("systemPrompt") or None
+        if prompt_template is None and not self.model.info.chat_template:
+            prompt_template = self.config.get("promptTemplate")
+        info = self.model.info
+        self._formatter = ChatFormatter(info.chat_template, prompt_template,
+                                        bos_token=self.model.token_text(info.bos),
+                                        eos_token=self.model.token_text(info.eos))
+        self._history = ChatHistory([{"role": "system", "content": system_prompt}] if system_prompt else [])
+        self._session_skip = 0
+        try:
+            yield
+        finally:
+            self._history = None
+            self._formatter = None
+
+    def _session_prompt(self, max_tokens: int) -> tuple:
+        """The token ids of the session's conversation, ready for a reply,
+        and how many leading tokens (the system prompt) a shift must keep.
+
+        Drops the oldest turns from the model's view when the conversation
+        and the reply would not fit in the context; the system prompt stays.
+        """
+        assert self._history is not None and self._formatter is not None
+        msgs = list(self._history)
+        system = msgs[:1] if msgs and msgs[0].get("role") == "system" else []
+        turns = msgs[len(system):]
+        n_ctx = self.model.info.n_ctx
+        while True:
+            view = system + turns[self._session_skip:]
+            tokens = self.model.tokenize(self._formatter.format(view), add_special=False, parse_special=True)
+            user_starts = [i for i, m in enumerate(turns) if m["role"] == "user" and i > self._session_skip]
+            if len(tokens) + min(max_tokens, n_ctx // 4) <= n_ctx or not user_starts:
+                break
+            self._session_skip = user_starts[0]
+        if len(tokens) > n_ctx:
+            raise errors.ContextOverflowError(
+                f"the prompt has {len(tokens)} tokens but the context holds only {n_ctx}: shorten the message "
+                f"or the system prompt, or load the model with a larger n_ctx")
+        n_keep = 0
+        if system:
+            head = self.model.tokenize(self._formatter.format(system), add_special=False, parse_special=True)
+            while n_keep < min(len(head), len(tokens)) and head[n_keep] == tokens[n_keep]:
+                n_keep += 1
+        return tokens, n_keep
+
+    # ------------------------------------------------------------ generation
+
+    def generate(self, prompt: str, *, max_tokens: int = 200, temp: float = 0.7, top_k: int = 40,
+                 top_p: float = 0.4, min_p: float = 0.0, repeat_penalty: float = 1.18, repeat_last_n: int = 64,
+                 n_batch: int = 8, n_predict: Optional[int] = None, streaming: bool = False,
+                 callback: Callable[[int, str], bool] = empty_response_callback,
+                 stop: Optional[Union[str, Sequence[str]]] = None,
+                 seed: Optional[int] = None) -> Union[str, Iterable[str]]:
+        """Generates a reply to a prompt.
+
+        Args:
+            prompt: the prompt. Outside a chat session it goes to the model as
+                it is; inside one it becomes the next user message and the
+                whole conversation is formatted with the chat template.
+            max_tokens: the most tokens to generate.
+            temp: randomness; 0 always picks the most likely token (greedy).
+            top_k: sample only from the k most likely tokens (0: no limit).
+            top_p: sample only from the most likely tokens whose probabilities
+                add up to top_p.
+            min_p: drop tokens less likely than min_p times the most likely one.
+            repeat_penalty: how strongly to avoid repeating recent tokens (1: not at all).
+            repeat_last_n: how many recent tokens the penalty looks at.
+            n_batch: prompt tokens evaluated per step.
+            n_predict: an older name for max_tokens; when given, it wins.
+            streaming: return a generator of text pieces instead of a string.
+            callback: called as ``callback(token_id, text)`` for each token;
+                returning False stops generation.
+            stop: a string or strings that end the reply when generated (they
+                are not part of the output).
+            seed: a seed for reproducible sampling; default: a fresh one.
+
+        Returns:
+            The reply, or a generator of its pieces when ``streaming``.
+        """
+        if not isinstance(prompt, str):
+            raise errors.InvalidArgumentError(f"prompt must be a str, not {type(prompt).__name__}")
+        n = n_predict if n_predict is not None else max_tokens
+        _check_int("max_tokens" if n_predict is None else "n_predict", n, minimum=0)
+        _check_number("temp", temp, minimum=0.0)
+        _check_int("top_k", top_k, minimum=0)
+        _check_number("top_p", top_p, minimum=0.0, maximum=1.0)
+        _check_number("min_p", min_p, minimum=0.0, maximum=1.0)
+        _check_number("repeat_penalty", repeat_penalty, minimum=0.0, exclusive_min=True)
+        _check_int("repeat_last_n", repeat_last_n, minimum=-1)
+        _check_int("n_batch", n_batch, minimum=1)
+        if seed is not None:
+            _check_int("seed", seed, minimum=0)
+        if not callable(callback):
+            raise errors.InvalidArgumentError("callback must be callable")
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if not all(isinstance(s, str) for s in stops):
+            raise errors.InvalidArgumentError("stop must be a string or a list of strings")
+        if self.model.closed:
+            raise errors.ModelClosedError("the model is closed")
+
+        history = self._history
+        if history is not None:
+            history.append({"role": "user", "content": prompt})
+            try:
+                model_prompt, n_keep = self._session_prompt(n)
+            except BaseException:
+                history.pop()
+                raise
+            add_special = False
+        else:
+            model_prompt, n_keep, add_special = prompt, 1, True
+
+        kwargs = dict(n_predict=n, temp=temp, top_k=top_k, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty,
+                      repeat_last_n=repeat_last_n, n_batch=n_batch, seed=seed, context_shift=True, n_keep=n_keep,
+                      add_special=add_special)
+        reply: Optional[MessageType] = None
+        if history is not None:
+            reply = {"role": "assistant", "content": ""}
+            history.append(reply)
+            history._recorded = reply  # type: ignore[attr-defined]
+
+        if streaming:
+            return self._stream(model_prompt, kwargs, callback, stops, history, reply)
+        pieces: List[str] = []
+        matcher = _StopMatcher(stops)
+
+        def on_token(token: int, text: str) -> bool:
+            out = matcher.feed(text)
+            if out:
+                pieces.append(out)
+                if reply is not None:
+                    reply["content"] += out
+            if matcher.stopped:
+                return False
+            return callback(token, out) is not False
+
+        try:
+            self._last_stats = self.model.generate(model_prompt, on_token=on_token, **kwargs)
+        except BaseException:
+            _rollback(history, reply)
+            raise
+        tail = matcher.flush()
+        if tail:
+            pieces.append(tail)
+            if reply is not None:
+                reply["content"] += tail
+        return "".join(pieces)
+
+    def _stream(self, model_prompt: Any, kwargs: Dict[str, Any], callback: Callable[[int, str], bool],
+                stops: List[str], history: Optional[ChatHistory], reply: Optional[MessageType]) -> Iterator[str]:
+        """Runs generation on a worker thread and yields its pieces.
+
+        Leaving the loop early (break, an exception, the generator being
+        garbage-collected) stops the native generation at the next token.
+        """
+        pieces: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        cancel = threading.Event()
+        done = object()
+        matcher = _StopMatcher(stops)
+
+        def on_token(token: int, text: str) -> bool:
+            if cancel.is_set():
+                return False
+            out = matcher.feed(text)
+            if out:
+                pieces.put(out)
+            if matcher.stopped:
+                return False
+            return callback(token, out) is not False
+
+        def work() -> None:
+            try:
+                self._last_stats = self.model.generate(model_prompt, on_token=on_token, **kwargs)
+                tail = matcher.flush()
+                if tail:
+                    pieces.put(tail)
+                pieces.put(done)
+            except BaseException as e:  # noqa: BLE001 (handed to the consumer)
+                pieces.put(e)
+
+        def generator() -> Iterator[str]:
+            worker = threading.Thread(target=work, name="gpt4all-stream", daemon=True)
+            worker.start()
+            try:
+                while True:
+                    item = pieces.get()
+                    if item is done:
+                        return
+                    if isinstance(item, BaseException):
+                        _rollback(history, reply)
+                        raise item
+                    if reply is not None:
+                        reply["content"] += item
+                    yield item
+            finally:
+                cancel.set()
+                worker.join()
+
+        return generator()
+
+
+def _rollback(history: Optional[ChatHistory], reply: Optional[MessageType]) -> None:
+    """Takes a failed turn (its user message and empty reply) out of the history."""
+    if history is None or reply is None:
+        return
+    if history and history[-1] is reply:
+        history.pop()
+        if history and history[-1].get("role") == "user":
+            history.pop()
+
+
+def _check_int(name: str, value: Any, minimum: Optional[int] = None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise errors.InvalidArgumentError(f"{name} must be an integer, not {value!r}")
+    if minimum is not None and value < minimum:
+        raise errors.InvalidArgumentError(f"{name} must be at least {minimum}, not {value}")
+
+
+def _check_number(name: str, value: Any, minimum: Optional[float] = None, maximum: Optional[float] = None,
+                  exclusive_min: bool = False) -> None:
+    import math
+
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise errors.InvalidArgumentError(f"{name} must be a finite number, not {value!r}")
+    if minimum is not None and (value < minimum or (exclusive_min and value == minimum)):
+        raise errors.InvalidArgumentError(
+            f"{name} must be {'greater than' if exclusive_min else 'at least'} {minimum}, not {value}")
+    if maximum is not None and value > maximum:
+        raise errors.InvalidArgumentError(f"{name} must be at most {maximum}, not {value}")
+
+
+_verbose_handler = None
+
+
+def _enable_verbose_logging() -> None:
+    """verbose=True: the engine's log goes to stderr."""
+    import logging
+
+    global _verbose_handler
+    if _verbose_handler is None:
+        _verbose_handler = logging.StreamHandler()
+        _verbose_handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        logger = logging.getLogger("gpt4all")
+        logger.addHandler(_verbose_handler)
+        logger.setLevel(logging.INFO)
