@@ -88,8 +88,8 @@ def unpack_tree(archive: Path, tree_dir: Path) -> None:
                 if not m.name.startswith(TREE_PREFIX):
                     continue
                 m.name = m.name[len(TREE_PREFIX):]
-                if not m.name:
-                    continue
+                if not m.name or m.name == ".git" or m.name.startswith(".git/"):
+                    continue  # a submodule's .git pointer would make git commands fail in the tree
                 members.append(m)
             if not members:
                 raise SystemExit(f"{archive} holds no {TREE_PREFIX}")

@@ -25,6 +25,8 @@ TOKEN_NONE = -1
 SEED_RANDOM = 0xFFFFFFFF
 
 log = logging.getLogger("gpt4all.native")
+# A library prints nothing unless the application configures logging.
+logging.getLogger("gpt4all").addHandler(logging.NullHandler())
 
 
 # ------------------------------------------------------------------ types
@@ -200,9 +202,9 @@ def _candidates() -> List[Path]:
     name = library_filename()
     found: List[Path] = []
     env = os.environ.get(LIBRARY_ENV)
-    if env:
+    if env:  # an explicit choice: look nowhere else
         p = Path(env)
-        found.append(p / name if p.is_dir() else p)
+        return [p / name if p.is_dir() or not p.suffix else p]
     here = Path(__file__).resolve().parent
     found.append(here / "lib" / name)  # inside an installed package
     found.append(here.parent.parent / "build" / "bin" / name)  # a source checkout built with CMake

@@ -16,6 +16,7 @@ ConfigType = Dict[str, Any]
 MessageType = Dict[str, str]
 
 DEFAULT_MODEL_DIR_ENV = "GPT4ALL_MODEL_PATH"
+_STREAM_READ_AHEAD = 8
 
 
 def empty_response_callback(token_id: int, response: str) -> bool:
@@ -126,11 +127,14 @@ class GPT4All:
                                                       allow_download=allow_download, verbose=verbose)
         self.model = LLModel(self.config["path"], n_ctx=n_ctx, ngl=ngl, device=device, n_threads=n_threads)
         self._last_stats: Optional[GenerationStats] = None
+        self._active_stream_cancel: Optional[threading.Event] = None
 
     # ------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
         """Frees the model. Using it afterwards raises ``ModelClosedError``."""
+        if self._active_stream_cancel is not None:
+            self._active_stream_cancel.set()
         self.model.close()
 
     def __enter__(self) -> "GPT4All":
@@ -221,10 +225,11 @@ class GPT4All:
         """
         if system_prompt is None:
             system_prompt = self.config.get("systemPrompt") or None
-        if prompt_template is None and not self.model.info.chat_template:
-            prompt_template = self.config.get("promptTemplate")
         info = self.model.info
-        self._formatter = ChatFormatter(info.chat_template, prompt_template,
+        jinja = info.chat_template or self.config.get("chatTemplate")
+        if prompt_template is None and not jinja:
+            prompt_template = self.config.get("promptTemplate")
+        self._formatter = ChatFormatter(jinja, prompt_template,
                                         bos_token=self.model.token_text(info.bos),
                                         eos_token=self.model.token_text(info.eos))
         self._history = ChatHistory([{"role": "system", "content": system_prompt}] if system_prompt else [])
@@ -319,6 +324,9 @@ class GPT4All:
             raise errors.InvalidArgumentError("stop must be a string or a list of strings")
         if self.model.closed:
             raise errors.ModelClosedError("the model is closed")
+        if self._active_stream_cancel is not None:
+            # An unfinished stream holds the model: end it rather than wait for it.
+            self._active_stream_cancel.set()
 
         history = self._history
         if history is not None:
@@ -377,16 +385,23 @@ class GPT4All:
         """
         pieces: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         cancel = threading.Event()
+        self._active_stream_cancel = cancel
+        # The worker runs at most this many pieces ahead of the consumer, so
+        # an abandoned stream stops soon, not at max_tokens.
+        window = threading.Semaphore(_STREAM_READ_AHEAD)
         done = object()
         matcher = _StopMatcher(stops)
 
         def on_token(token: int, text: str) -> bool:
-            if cancel.is_set():
-                return False
             out = matcher.feed(text)
             if out:
+                while not window.acquire(timeout=0.05):
+                    if cancel.is_set():
+                        return False
+                if cancel.is_set():
+                    return False
                 pieces.put(out)
-            if matcher.stopped:
+            if matcher.stopped or cancel.is_set():
                 return False
             return callback(token, out) is not False
 
@@ -411,12 +426,15 @@ class GPT4All:
                     if isinstance(item, BaseException):
                         _rollback(history, reply)
                         raise item
+                    window.release()
                     if reply is not None:
                         reply["content"] += item
                     yield item
             finally:
                 cancel.set()
                 worker.join()
+                if self._active_stream_cancel is cancel:
+                    self._active_stream_cancel = None
 
         return generator()
 

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: installs what it needs, fetches
+# llama.cpp and the test models (cached), builds, runs ctest and pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+# System tools (Debian): a compiler cache, ninja, and qemu-user for the emulated-CPU test.
+need=()
+command -v ccache >/dev/null || need+=(ccache)
+command -v ninja >/dev/null || need+=(ninja-build)
+command -v qemu-x86_64 >/dev/null || need+=(qemu-user)
+command -v c++ >/dev/null || need+=(g++)
+if [ ${#need[@]} -gt 0 ]; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+        echo "please install: ${need[*]}" >&2; exit 1
+    fi
+fi
+
+# Python tools in a project virtual environment.
+[ -x .venv/bin/python ] || python3 -m venv .venv
+PY=$ROOT/.venv/bin/python
+"$PY" -m pip install -q --disable-pip-version-check cmake ninja pytest requests platformdirs tqdm jinja2
+export PATH=$ROOT/.venv/bin:$PATH
+
+TREE=$("$PY" scripts/fetch_llama_cpp.py | tail -n 1)
+MODEL=$("$PY" scripts/fetch_models.py --print-path smollm2)
+"$PY" scripts/fetch_models.py >/dev/null
+
+export CCACHE_BASEDIR=$ROOT CCACHE_NOHASHDIR=1
+JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+gen() { [ -f "$1/CMakeCache.txt" ] || echo "-G Ninja"; }
+
+# A native-only build: the emulated-CPU test needs it to fail on an old CPU.
+cmake -S . -B build-native $(gen build-native) -DLLAMA_CPP_DIR="$TREE" -DLLMODEL_CPU_ALL_VARIANTS=OFF \
+      -DLLMODEL_BUILD_TESTS=ON -DLLMODEL_TEST_MODEL="$MODEL" >/dev/null
+cmake --build build-native -j "$JOBS" --target llmodel_smoke
+
+# The default build: every CPU variant.
+cmake -S . -B build $(gen build) -DLLAMA_CPP_DIR="$TREE" -DLLMODEL_TEST_MODEL="$MODEL" \
+      -DLLMODEL_NATIVE_SMOKE="$ROOT/build-native/bin/llmodel_smoke" >/dev/null
+cmake --build build -j "$JOBS"
+
+ctest --test-dir build --output-on-failure --no-tests=error
+GPT4ALL_LIBRARY=$ROOT/build/bin "$PY" -m pytest -q tests
