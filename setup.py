@@ -1,6 +1,6 @@
 """Builds the native backend with CMake and puts its libraries into the package.
 
-`pip install .` configures and builds into ./build (or $GPT4ALL_BUILD_DIR),
+`pip install .` configures and builds into ./build-wheel (or $GPT4ALL_BUILD_DIR),
 then copies every runtime library from build/bin into gpt4all/lib, where the
 loader looks. Extra CMake options go in $CMAKE_ARGS (e.g. -DLLMODEL_VULKAN=ON).
 """
@@ -24,7 +24,7 @@ LIB_SUFFIXES = (".so", ".dylib", ".dll")
 
 
 def build_native() -> Path:
-    build_dir = Path(os.environ.get("GPT4ALL_BUILD_DIR", ROOT / "build"))
+    build_dir = Path(os.environ.get("GPT4ALL_BUILD_DIR", ROOT / "build-wheel"))
     cmake_args = ["-DLLMODEL_BUILD_TESTS=OFF"] + shlex.split(os.environ.get("CMAKE_ARGS", ""))
     if not (ROOT / "third_party" / "llama.cpp" / "include" / "llama.h").exists() and "LLAMA_CPP_DIR" not in os.environ:
         tree = subprocess.run([sys.executable, str(ROOT / "scripts" / "fetch_llama_cpp.py")], check=True,
