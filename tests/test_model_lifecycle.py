@@ -166,3 +166,22 @@ def test_seed_examples_run_as_written(tmp_path, smollm2_path):
     assert r.returncode == 0 and r.stderr == "", r.stderr
     session = ast.literal_eval(r.stdout)
     assert [m["role"] for m in session] == ["user", "assistant"] * 2
+
+
+def test_langchain_wrapper_call_pattern(smollm2_path):
+    # What LangChain's GPT4All wrapper does: a "dir/" model_path, model_type from its
+    # `backend` field, set_thread_count on .model, and generate() with all of these keywords.
+    client = GPT4All(model_name=smollm2_path.name, model_path=str(smollm2_path.parent) + "/", model_type="llama",
+                     allow_download=False, device="cpu")
+    try:
+        assert client.model_type == "llama"
+        client.model.set_thread_count(1)
+        params = {"max_tokens": 200, "n_predict": 16, "top_k": 40, "top_p": 0.1, "temp": 0.0, "n_batch": 8,
+                  "repeat_penalty": 1.18, "repeat_last_n": 64, "streaming": False}
+        text = ""
+        for token in client.generate("The capital of France is", **params):
+            text += token
+        assert "Paris" in text
+        assert client.last_generation.n_generated == 16
+    finally:
+        client.close()
