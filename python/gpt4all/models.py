@@ -227,7 +227,7 @@ def download_model(model_filename: str, model_path: PathLike, verbose: bool = Tr
                     with open(part, "r+b" if have else "wb") as out:
                         out.seek(have)
                         out.truncate()
-                        for chunk in r.iter_content(1 << 20):
+                        for chunk in r.iter_content(1 << 16):  # small reads: a drop loses little
                             out.write(chunk)
                             if bar is not None:
                                 bar.update(len(chunk))
