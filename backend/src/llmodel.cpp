@@ -408,6 +408,24 @@ llmodel_status check_model(const llmodel_model *m) {
     return LLMODEL_OK;
 }
 
+// The shared body of llmodel_generate and llmodel_generate_tokens, which
+// differ only in how they get the prompt's tokens.
+template <class MakePrompt>
+llmodel_status generate_entry(llmodel_model *model, const llmodel_generate_params *params, MakePrompt &make_prompt,
+                              llmodel_prompt_callback on_prompt, llmodel_response_callback on_response,
+                              void *user_data, llmodel_generate_result *result) {
+    return guarded([&]() -> llmodel_status {
+        if (llmodel_status s = check_model(model)) return s;
+        CallGuard guard(model);
+        if (llmodel_status s = guard.check()) return s;
+        const llmodel_generate_params p = params ? *params : llmodel_generate_default_params();
+        if (llmodel_status s = validate_generate_params(p)) return s;
+        std::vector<llama_token> tokens;
+        if (llmodel_status s = make_prompt(p, tokens)) return s;
+        return generate_impl(model, tokens, p, on_prompt, on_response, user_data, result);
+    });
+}
+
 } // namespace
 
 extern "C" {
@@ -697,17 +715,11 @@ LLMODEL_API llmodel_status llmodel_generate(llmodel_model *model, const char *pr
                                             llmodel_prompt_callback on_prompt,
                                             llmodel_response_callback on_response, void *user_data,
                                             llmodel_generate_result *result) {
-    return guarded([&]() -> llmodel_status {
-        if (llmodel_status s = check_model(model)) return s;
+    auto make_prompt = [&](const llmodel_generate_params &p, std::vector<llama_token> &tokens) -> llmodel_status {
         LLMODEL_REQUIRE(prompt || prompt_len == 0, "prompt is NULL");
-        CallGuard guard(model);
-        if (llmodel_status s = guard.check()) return s;
-        const llmodel_generate_params p = params ? *params : llmodel_generate_default_params();
-        if (llmodel_status s = validate_generate_params(p)) return s;
-        std::vector<llama_token> tokens;
-        if (llmodel_status s = tokenize_impl(model, prompt ? prompt : "", prompt_len, p.add_special, p.parse_special, tokens)) return s;
-        return generate_impl(model, tokens, p, on_prompt, on_response, user_data, result);
-    });
+        return tokenize_impl(model, prompt ? prompt : "", prompt_len, p.add_special, p.parse_special, tokens);
+    };
+    return generate_entry(model, params, make_prompt, on_prompt, on_response, user_data, result);
 }
 
 LLMODEL_API llmodel_status llmodel_generate_tokens(llmodel_model *model, const llmodel_token *tokens,
@@ -715,16 +727,12 @@ LLMODEL_API llmodel_status llmodel_generate_tokens(llmodel_model *model, const l
                                                    llmodel_prompt_callback on_prompt,
                                                    llmodel_response_callback on_response, void *user_data,
                                                    llmodel_generate_result *result) {
-    return guarded([&]() -> llmodel_status {
-        if (llmodel_status s = check_model(model)) return s;
+    auto make_prompt = [&](const llmodel_generate_params &, std::vector<llama_token> &prompt) -> llmodel_status {
         LLMODEL_REQUIRE(tokens || n_tokens == 0, "tokens is NULL");
-        CallGuard guard(model);
-        if (llmodel_status s = guard.check()) return s;
-        const llmodel_generate_params p = params ? *params : llmodel_generate_default_params();
-        if (llmodel_status s = validate_generate_params(p)) return s;
-        std::vector<llama_token> prompt(tokens, tokens + n_tokens);
-        return generate_impl(model, prompt, p, on_prompt, on_response, user_data, result);
-    });
+        prompt.assign(tokens, tokens + n_tokens);
+        return LLMODEL_OK;
+    };
+    return generate_entry(model, params, make_prompt, on_prompt, on_response, user_data, result);
 }
 
 LLMODEL_API llmodel_status llmodel_reset(llmodel_model *model) {

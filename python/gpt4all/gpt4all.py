@@ -1,6 +1,7 @@
 """The ``GPT4All`` class: load a local model, generate text, hold chat sessions."""
 from __future__ import annotations
 
+import math
 import os
 import queue
 import threading
@@ -50,12 +51,20 @@ class ChatHistory(List[MessageType]):
     twice.
     """
 
+    _recorded: Optional[MessageType] = None  # the reply generate() added last
+
+    def record_reply(self) -> MessageType:
+        """Adds an empty assistant message for a reply being generated."""
+        reply = {"role": "assistant", "content": ""}
+        super().append(reply)
+        self._recorded = reply
+        return reply
+
     def append(self, message: MessageType) -> None:  # type: ignore[override]
-        if (isinstance(message, Mapping) and message.get("role") == "assistant" and self
-                and self[-1].get("role") == "assistant" and self[-1].get("content") == message.get("content")
-                and getattr(self, "_recorded", None) is self[-1]):
-            self._recorded = None
-            return
+        recorded, self._recorded = self._recorded, None
+        if (recorded is not None and self and self[-1] is recorded and isinstance(message, Mapping)
+                and message.get("role") == "assistant" and message.get("content") == recorded["content"]):
+            return  # the caller re-appends the reply that was already recorded
         super().append(message)
 
 
@@ -345,9 +354,7 @@ class GPT4All:
                       add_special=add_special)
         reply: Optional[MessageType] = None
         if history is not None:
-            reply = {"role": "assistant", "content": ""}
-            history.append(reply)
-            history._recorded = reply  # type: ignore[attr-defined]
+            reply = history.record_reply()
 
         if streaming:
             return self._stream(model_prompt, kwargs, callback, stops, history, reply)
@@ -458,8 +465,6 @@ def _check_int(name: str, value: Any, minimum: Optional[int] = None) -> None:
 
 def _check_number(name: str, value: Any, minimum: Optional[float] = None, maximum: Optional[float] = None,
                   exclusive_min: bool = False) -> None:
-    import math
-
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         raise errors.InvalidArgumentError(f"{name} must be a finite number, not {value!r}")
     if minimum is not None and (value < minimum or (exclusive_min and value == minimum)):

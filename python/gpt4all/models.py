@@ -14,6 +14,7 @@ import sys
 import tempfile
 import zipfile
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Union
 
@@ -23,10 +24,14 @@ ConfigType = Dict[str, Any]
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+@lru_cache(maxsize=1)
+def _bundled_registry() -> str:
+    return Path(__file__).with_name("models.json").read_text(encoding="utf-8")
+
+
 def registry() -> List[ConfigType]:
-    """The models registry bundled with the package."""
-    with open(Path(__file__).with_name("models.json"), encoding="utf-8") as f:
-        return json.load(f)
+    """The models registry bundled with the package (a fresh copy each call)."""
+    return json.loads(_bundled_registry())
 
 
 def list_models() -> List[ConfigType]:
