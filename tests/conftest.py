@@ -16,6 +16,8 @@ if "GPT4ALL_LIBRARY" not in os.environ and (ROOT / "build" / "bin").is_dir():
     os.environ["GPT4ALL_LIBRARY"] = str(ROOT / "build" / "bin")
 PYTHONPATH = os.pathsep.join(filter(None, [str(ROOT / "python"), os.environ.get("PYTHONPATH")]))
 os.environ["PYTHONPATH"] = PYTHONPATH
+# The remote models registry is a network call: tests that want one name a local server.
+os.environ.setdefault("GPT4ALL_REGISTRY_URL", "")
 sys.path.insert(0, str(ROOT / "python"))
 
 

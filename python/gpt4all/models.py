@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from contextlib import contextmanager
 from functools import lru_cache
@@ -24,6 +26,16 @@ ConfigType = Dict[str, Any]
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+#: Where list_models() looks for a newer registry; the original package's
+#: catalogue by default. $GPT4ALL_REGISTRY_URL overrides it ("" turns it off).
+REGISTRY_URL = "https://gpt4all.io/models/models3.json"
+#: Seconds the whole remote fetch may take; $GPT4ALL_REGISTRY_TIMEOUT overrides it.
+REGISTRY_TIMEOUT = 3.0
+_REGISTRY_MAX_BYTES = 8 << 20
+
+log = logging.getLogger("gpt4all")
+
+
 @lru_cache(maxsize=1)
 def _bundled_registry() -> str:
     return Path(__file__).with_name("models.json").read_text(encoding="utf-8")
@@ -34,18 +46,122 @@ def registry() -> List[ConfigType]:
     return json.loads(_bundled_registry())
 
 
-def list_models() -> List[ConfigType]:
-    """Every model that can be fetched by name."""
-    return registry()
+def list_models(url: Optional[str] = None, timeout: Optional[float] = None) -> List[ConfigType]:
+    """Every model that can be fetched by name.
+
+    The bundled registry, updated from the remote registry at ``url`` when it
+    answers within ``timeout`` seconds; offline, the bundled registry alone.
+
+    Args:
+        url: the remote registry; default ``$GPT4ALL_REGISTRY_URL`` or
+            `REGISTRY_URL`. An empty string skips the remote.
+        timeout: the most seconds the remote fetch may take in all; default
+            ``$GPT4ALL_REGISTRY_TIMEOUT`` or `REGISTRY_TIMEOUT`.
+    """
+    return merge_registries(registry(), fetch_remote_registry(url, timeout))
+
+
+def _setting(value: Any, env: str, default: Any) -> Any:
+    if value is not None:
+        return value
+    return os.environ.get(env, default)
+
+
+def fetch_remote_registry(url: Optional[str] = None, timeout: Optional[float] = None) -> List[ConfigType]:
+    """The remote registry's entries, or ``[]`` when it cannot be had in time.
+
+    Never raises for network trouble and never waits longer than ``timeout``
+    in all, however slowly a server answers.
+    """
+    url = _setting(url, "GPT4ALL_REGISTRY_URL", REGISTRY_URL)
+    if not url:
+        return []
+    try:
+        limit = float(_setting(timeout, "GPT4ALL_REGISTRY_TIMEOUT", REGISTRY_TIMEOUT))
+    except ValueError:
+        raise errors.InvalidArgumentError("GPT4ALL_REGISTRY_TIMEOUT must be a number of seconds") from None
+    import requests
+
+    deadline = time.monotonic() + limit
+    body = bytearray()
+    try:
+        with requests.get(url, stream=True, timeout=(limit, limit)) as r:
+            r.raise_for_status()
+            # read1 returns what has arrived, so a server that drips bytes
+            # cannot hold us past the deadline (urllib3 1.x lacks it)
+            read = getattr(r.raw, "read1", None)
+            chunks = iter(lambda: read(1 << 14, decode_content=True), b"") if read else r.iter_content(1 << 14)
+            for chunk in chunks:
+                body += chunk
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"took longer than {limit:g} s")
+                if len(body) > _REGISTRY_MAX_BYTES:
+                    raise ValueError("the registry is implausibly large")
+        entries = json.loads(body.decode("utf-8"))
+        if not isinstance(entries, list):
+            raise ValueError("the registry is not a JSON list")
+    except Exception as e:  # noqa: BLE001 - the bundled registry still serves
+        log.info("remote models registry %s not used: %s", url, e)
+        return []
+    return [c for c in (_from_remote(e) for e in entries) if c is not None]
+
+
+def _from_remote(entry: Any) -> Optional[ConfigType]:
+    """One remote entry in this package's form, or None if it is unusable.
+
+    The original registry gives a ``url``, a plain ``systemMessage`` and an
+    old ``%1`` ``promptTemplate``; here a URL is a source, the system message
+    is ``systemPrompt``, and the ``%1`` template is dropped in favour of the
+    Jinja ``chatTemplate`` or the model's own.
+    """
+    if not isinstance(entry, dict) or not isinstance(entry.get("filename"), str):
+        return None
+    name = entry["filename"]
+    if not name or Path(name).name != name or name in (".", ".."):
+        return None  # a path, not a file name: never let a registry write elsewhere
+    config = {k: v for k, v in entry.items() if k not in ("url", "systemPrompt", "promptTemplate", "systemMessage")}
+    if isinstance(entry.get("url"), str) and "sources" not in entry:
+        config["sources"] = [{"url": entry["url"]}]
+    if "sources" in entry:  # already in this package's form
+        config["systemPrompt"] = entry.get("systemPrompt")
+        config["promptTemplate"] = entry.get("promptTemplate")
+    elif isinstance(entry.get("systemMessage"), str):
+        config["systemPrompt"] = entry["systemMessage"]
+    if not isinstance(config.get("chatTemplate"), str):
+        config.pop("chatTemplate", None)
+    config.pop("default", None)  # the default model is this package's choice
+    return {k: v for k, v in config.items() if v is not None}
+
+
+_PINNED = ("sha256sum", "md5sum", "filesize", "sources", "default")
+
+
+def merge_registries(bundled: List[ConfigType], remote: List[ConfigType]) -> List[ConfigType]:
+    """Bundled entries updated by remote ones of the same file, then new ones."""
+    by_file = {e["filename"]: e for e in bundled}
+    merged = [dict(e) for e in bundled]
+    index = {e["filename"]: i for i, e in enumerate(merged)}
+    for entry in remote:
+        name = entry["filename"]
+        if name in index:
+            own = by_file[name]
+            # a file this package already knows keeps its own hashes and sources
+            fresh = {k: v for k, v in entry.items() if k not in _PINNED}
+            merged[index[name]] = {**own, **fresh}
+        else:
+            index[name] = len(merged)
+            merged.append(entry)
+    return merged
 
 
 def default_model() -> ConfigType:
     return next(m for m in registry() if m.get("default"))
 
 
-def find_entry(model_name: str) -> Optional[ConfigType]:
+def find_entry(model_name: str, entries: Optional[List[ConfigType]] = None) -> Optional[ConfigType]:
+    """The registry entry whose file name, name or stem is model_name."""
     key = model_name.lower()
-    for m in registry():
+    for m in registry() if entries is None else entries:
         if key in (m["filename"].lower(), m.get("name", "").lower(), Path(m["filename"]).stem.lower()):
             return m
     return None
@@ -73,9 +189,19 @@ def retrieve_model(model_name: str, model_path: Optional[PathLike] = None, allow
             f"Model file does not exist: {path}. Put the file there, pass model_path= pointing to the folder "
             f"that holds it, or allow_download=True to fetch a model from the registry.")
     if entry is None:
-        names = ", ".join(m["filename"] for m in registry())
-        raise errors.ModelNotFoundError(
-            f"{model_name!r} is not on disk at {path} and is not in the models registry (known: {names}).")
+        # only now, with nothing on disk, is the network asked
+        entries = list_models()
+        entry = find_entry(model_name, entries)
+        if entry is None:
+            names = ", ".join(m["filename"] for m in entries[:12]) + (", ..." if len(entries) > 12 else "")
+            raise errors.ModelNotFoundError(
+                f"{model_name!r} is not on disk at {path} and is not in the models registry (known: {names}). "
+                f"Pass model_path= to the folder that holds the file, or a registry name.")
+        config = dict(entry)
+        path = folder / entry["filename"]
+        if path.exists():
+            config["path"] = str(path)
+            return config
     folder.mkdir(parents=True, exist_ok=True)
     config["path"] = str(fetch(entry, folder, verbose=verbose))
     return config
