@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from gpt4all import ContextOverflowError, GPT4All, InvalidArgumentError
+from gpt4all import ContextOverflowError, GPT4All
 
 PROMPT = "The capital of France is"
 
@@ -190,3 +190,22 @@ def test_thread_count(smollm2):
     with pytest.raises(ValueError):
         smollm2.model.set_thread_count(0)
     smollm2.model.set_thread_count(2)
+
+
+def test_prompt_batch_size_changes_speed_not_the_reply(smollm2):
+    """generate(n_batch=8), the original default that LangChain passes, must
+    not evaluate the prompt 8 tokens at a time: the engine uses the context's
+    batch, and the reply is exactly what 8-token batches give."""
+    prompt = ("Here is a long story about a lighthouse keeper who counts ships. " * 12) + "The keeper said"
+    native = smollm2.model
+    replies = {}
+    for n_batch in (8, 512):
+        native.reset()
+        pieces = []
+        native.generate(prompt, n_predict=24, temp=0, n_batch=n_batch, on_token=lambda t, s: pieces.append(s) or True)
+        replies[n_batch] = "".join(pieces)
+    native.reset()
+    text = smollm2.generate(prompt, max_tokens=24, temp=0, n_batch=8)
+    stats = smollm2.last_generation
+    assert stats.n_evaluated > 100
+    assert text == replies[8] == replies[512]

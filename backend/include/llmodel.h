@@ -251,7 +251,7 @@ LLMODEL_API llmodel_status llmodel_token_to_piece(const llmodel_model *model, ll
 typedef struct llmodel_generate_params {
     float temp;             /* <= 0: greedy (always the most likely token) */
     int32_t top_k;          /* <= 0: no top-k cut */
-    float top_p;            /* >= 1: no top-p cut */
+    float top_p;            /* >= 1: no top-p cut; 0: only the most likely token */
     float min_p;            /* <= 0: no min-p cut */
     float repeat_penalty;   /* 1: none */
     int32_t repeat_last_n;  /* tokens the penalty looks back over; -1: the whole context */

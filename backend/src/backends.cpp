@@ -216,6 +216,10 @@ std::vector<fs::path> backend_files(const fs::path &dir, const std::string &name
 // highest. ggml can pick by itself, but we want to know which it picked.
 void load_cpu_backend(const fs::path &dir) {
     typedef int (*score_fn)(void);
+    if (ggml_backend_reg_by_name("CPU")) {
+        g_cpu_variant = "native"; // linked in: a build without loadable variants
+        return;
+    }
     fs::path best;
     int best_score = 0;
     for (const auto &path : backend_files(dir, "cpu")) {
@@ -236,11 +240,7 @@ void load_cpu_backend(const fs::path &dir) {
         }
     }
     if (best.empty()) {
-        if (ggml_backend_reg_by_name("CPU")) {
-            g_cpu_variant = "native"; // built in: a build without loadable variants
-        } else {
-            debug_log("llmodel: no usable CPU backend in " + dir.string());
-        }
+        debug_log("llmodel: no usable CPU backend in " + dir.string());
         return;
     }
     if (!ggml_backend_load(best.string().c_str())) {

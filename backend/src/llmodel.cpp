@@ -214,7 +214,7 @@ size_t complete_utf8_prefix(const std::string &s) {
 
 llmodel_status validate_generate_params(const llmodel_generate_params &p) {
     LLMODEL_REQUIRE(std::isfinite(p.temp), "temp must be a finite number");
-    LLMODEL_REQUIRE(std::isfinite(p.top_p) && p.top_p > 0.0f, "top_p must be greater than 0");
+    LLMODEL_REQUIRE(std::isfinite(p.top_p) && p.top_p >= 0.0f, "top_p must be 0 or more");
     LLMODEL_REQUIRE(std::isfinite(p.min_p) && p.min_p >= 0.0f && p.min_p <= 1.0f, "min_p must be between 0 and 1");
     LLMODEL_REQUIRE(std::isfinite(p.repeat_penalty) && p.repeat_penalty > 0.0f, "repeat_penalty must be greater than 0");
     LLMODEL_REQUIRE(p.repeat_last_n >= -1, "repeat_last_n must be -1 or more");

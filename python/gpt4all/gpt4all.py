@@ -21,7 +21,7 @@ _STREAM_READ_AHEAD = 8
 
 
 def empty_response_callback(token_id: int, response: str) -> bool:
-    """The default ``callback`` of :meth:`GPT4All.generate`: accepts every token."""
+    """The default ``callback`` of [`GPT4All.generate`][gpt4all.GPT4All.generate]: accepts every token."""
     return True
 
 
@@ -107,13 +107,13 @@ class GPT4All:
         model_name: the model's file name (``.gguf`` is added when missing) or
             a name from the models registry.
         model_path: the folder holding the model file; default: the user
-            cache folder (see :func:`default_model_dir`).
+            cache folder (see [`default_model_dir`][gpt4all.gpt4all.default_model_dir]).
         model_type: kept for compatibility; stored as ``self.model_type``.
         allow_download: fetch the model when it is not on disk.
         n_threads: CPU threads; default: the number of physical cores.
         device: ``"cpu"`` (default), ``"gpu"`` for the best GPU, a backend
             (``"cuda"``, ``"vulkan"``, ``"metal"``), a vendor (``"nvidia"``,
-            ``"amd"``, ``"intel"``) or a device name from :meth:`list_gpus`.
+            ``"amd"``, ``"intel"``) or a device name from [`list_gpus`][gpt4all.GPT4All.list_gpus].
         n_ctx: the context length in tokens (prompt and reply together).
         ngl: layers to offload to the GPU device.
         verbose: log what the engine does to stderr.
@@ -167,7 +167,7 @@ class GPT4All:
 
     @property
     def last_generation(self) -> Optional[GenerationStats]:
-        """Counts and timings of the last :meth:`generate` call."""
+        """Counts and timings of the last [`generate`][gpt4all.GPT4All.generate] call."""
         return self._last_stats
 
     @classmethod
@@ -178,11 +178,22 @@ class GPT4All:
     # ------------------------------------------------------------ models
 
     @staticmethod
-    def list_models() -> List[ConfigType]:
-        """The models registry: every model that can be fetched by name."""
+    def list_models(url: Optional[str] = None, timeout: Optional[float] = None) -> List[ConfigType]:
+        """The models registry: every model that can be fetched by name.
+
+        The registry bundled with the package, updated from the remote
+        registry when that answers within a few seconds; offline, the
+        bundled one alone.
+
+        Args:
+            url: the remote registry; default: ``$GPT4ALL_REGISTRY_URL``, else
+                the original package's catalogue. ``""`` skips the remote.
+            timeout: the most seconds the remote may take in all; default:
+                ``$GPT4ALL_REGISTRY_TIMEOUT``, else 3.
+        """
         from . import models
 
-        return models.list_models()
+        return models.list_models(url=url, timeout=timeout)
 
     @classmethod
     def retrieve_model(cls, model_name: str, model_path: Optional[Union[str, os.PathLike]] = None,
@@ -224,7 +235,7 @@ class GPT4All:
     @contextmanager
     def chat_session(self, system_prompt: Optional[str] = None,
                      prompt_template: Optional[str] = None) -> Iterator[None]:
-        """A context in which :meth:`generate` holds a conversation.
+        """A context in which [`generate`][gpt4all.GPT4All.generate] holds a conversation.
 
         Args:
             system_prompt: instructions placed before the conversation;
@@ -301,7 +312,10 @@ class GPT4All:
             min_p: drop tokens less likely than min_p times the most likely one.
             repeat_penalty: how strongly to avoid repeating recent tokens (1: not at all).
             repeat_last_n: how many recent tokens the penalty looks at.
-            n_batch: prompt tokens evaluated per step.
+            n_batch: kept for compatibility with the original package.
+                The prompt is always evaluated in batches as large as the
+                model's context allows (512 tokens), which is many times
+                faster than 8 at a time and gives the same replies.
             n_predict: an older name for max_tokens; when given, it wins.
             streaming: return a generator of text pieces instead of a string.
             callback: called as ``callback(token_id, text)`` for each token;
@@ -350,7 +364,7 @@ class GPT4All:
             model_prompt, n_keep, add_special = prompt, 1, True
 
         kwargs = dict(n_predict=n, temp=temp, top_k=top_k, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty,
-                      repeat_last_n=repeat_last_n, n_batch=n_batch, seed=seed, context_shift=True, n_keep=n_keep,
+                      repeat_last_n=repeat_last_n, n_batch=0, seed=seed, context_shift=True, n_keep=n_keep,
                       add_special=add_special)
         reply: Optional[MessageType] = None
         if history is not None:
