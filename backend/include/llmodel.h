@@ -30,6 +30,10 @@
  *   LLMODEL_ERR_BUSY (nothing is changed). Callers that share a handle between
  *   threads must serialize their calls.
  * - Different handles may be used from different threads in parallel.
+ * - A stream (llmodel_stream_begin) counts as a call on its model for each
+ *   llmodel_stream_next and llmodel_stream_end; while it is open, calls that
+ *   change the model's cache (generate, a second stream, reset, state_load)
+ *   fail with LLMODEL_ERR_BUSY.
  * - Callbacks run on the thread that made the call. A callback must not call
  *   back into the library with the same handle (that would fail with
  *   LLMODEL_ERR_BUSY); other handles are fine.
@@ -65,6 +69,7 @@ extern "C" {
 /* ------------------------------------------------------------------ types */
 
 typedef struct llmodel_model llmodel_model; /* opaque */
+typedef struct llmodel_stream llmodel_stream; /* opaque: one generation, driven by the caller */
 typedef int32_t llmodel_token;
 
 #define LLMODEL_TOKEN_NONE ((llmodel_token)-1)
@@ -313,6 +318,40 @@ LLMODEL_API llmodel_status llmodel_generate_tokens(llmodel_model *model, const l
                                                    llmodel_prompt_callback on_prompt,
                                                    llmodel_response_callback on_response, void *user_data,
                                                    llmodel_generate_result *result);
+
+/* A generation the caller drives one token at a time, for generators and
+ * event loops: no callback and no thread. llmodel_stream_begin evaluates the
+ * prompt (as llmodel_generate does; on_prompt may be NULL) and returns the
+ * stream in *out; each llmodel_stream_next generates one token; and
+ * llmodel_stream_end ends the stream, whether it is finished or not, and
+ * frees it. Until it is ended the stream holds the model's cache: see the
+ * thread rules at the top. */
+LLMODEL_API llmodel_status llmodel_stream_begin(llmodel_model *model, const char *prompt, size_t prompt_len,
+                                                const llmodel_generate_params *params,
+                                                llmodel_prompt_callback on_prompt, void *user_data,
+                                                llmodel_stream **out);
+
+/* The same with a prompt given as tokens. */
+LLMODEL_API llmodel_status llmodel_stream_begin_tokens(llmodel_model *model, const llmodel_token *tokens,
+                                                       size_t n_tokens, const llmodel_generate_params *params,
+                                                       llmodel_prompt_callback on_prompt, void *user_data,
+                                                       llmodel_stream **out);
+
+/* Generates the next token: its id in *token and, in *text and *text_len, the
+ * complete UTF-8 characters it finishes (the text stays valid until the next
+ * call on the stream). When generation is over (end of text, n_predict, a
+ * full context) *token is LLMODEL_TOKEN_NONE; *text may then still hold a
+ * last U+FFFD for bytes that never formed a character, and *done is true
+ * once nothing is left. LLMODEL_ERR_CLOSED after the model was closed. */
+LLMODEL_API llmodel_status llmodel_stream_next(llmodel_stream *stream, llmodel_token *token, const char **text,
+                                               size_t *text_len, bool *done);
+
+/* Ends the stream and frees it; the model is free for other calls again.
+ * result (may be NULL) receives its counts and timings; a stream ended
+ * before it finished reports LLMODEL_STOP_CALLBACK. NULL is a no-op. Fails
+ * with LLMODEL_ERR_BUSY, ending nothing, while another thread is in a call on
+ * the model. A stream may be ended after its model was closed or freed. */
+LLMODEL_API llmodel_status llmodel_stream_end(llmodel_stream *stream, llmodel_generate_result *result);
 
 /* ------------------------------------------------------------ state */
 

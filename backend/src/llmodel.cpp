@@ -19,9 +19,12 @@
 
 using namespace llmodel;
 
+struct llmodel_stream;
+
 struct llmodel_model {
     std::atomic<bool> busy{false};
     bool closed = false;
+    llmodel_stream *stream = nullptr; // the open stream, if any: it owns the cache until it ends
     llama_model *model = nullptr;
     llama_context *ctx = nullptr;
     const llama_vocab *vocab = nullptr;
@@ -229,30 +232,86 @@ struct SamplerDeleter {
 };
 using SamplerPtr = std::unique_ptr<llama_sampler, SamplerDeleter>;
 
-SamplerPtr make_sampler(const llmodel_model *m, const llmodel_generate_params &p) {
-    llama_sampler_chain_params cp = llama_sampler_chain_default_params();
-    cp.no_perf = true;
-    SamplerPtr chain(llama_sampler_chain_init(cp));
-    const int32_t n_ctx = m->n_ctx;
-    const int32_t last_n = p.repeat_last_n < 0 ? n_ctx : p.repeat_last_n;
-    const bool penalize = p.repeat_penalty != 1.0f && last_n > 0;
-    if (penalize) {
-        llama_sampler_chain_add(chain.get(), llama_sampler_init_penalties(llama_vocab_n_tokens(m->vocab), last_n, p.repeat_penalty, 0.0f, 0.0f));
-        // The penalty looks back over the context, the prompt included.
-        const size_t start = m->tokens.size() > static_cast<size_t>(last_n) ? m->tokens.size() - last_n : 0;
-        for (size_t i = start; i < m->tokens.size(); ++i) llama_sampler_accept(chain.get(), m->tokens[i]);
+// Picks each next token. Same arithmetic, same order and same result as
+// llama.cpp's penalties sampler followed by greedy or top-k/top-p/min-p/
+// temperature/dist, but the repeat penalty touches only the tokens in its
+// window instead of looking every vocabulary entry up in a hash map (which
+// cost a small model a fifth of its generation speed), and greedy decoding
+// is an argmax over the logits, with no candidate array.
+class TokenSampler {
+public:
+    TokenSampler(const llmodel_model *m, const llmodel_generate_params &p)
+        : n_vocab_(llama_vocab_n_tokens(m->vocab)), penalty_(p.repeat_penalty), greedy_(p.temp <= 0.0f) {
+        const int32_t last_n = p.repeat_last_n < 0 ? m->n_ctx : p.repeat_last_n;
+        if (penalty_ != 1.0f && last_n > 0) {
+            window_.assign(static_cast<size_t>(last_n), LLAMA_TOKEN_NULL);
+            counts_.assign(static_cast<size_t>(n_vocab_), 0);
+            // the penalty looks back over the context, the prompt included
+            const size_t start = m->tokens.size() > static_cast<size_t>(last_n) ? m->tokens.size() - last_n : 0;
+            for (size_t i = start; i < m->tokens.size(); ++i) accept(m->tokens[i]);
+        }
+        if (!greedy_) {
+            llama_sampler_chain_params cp = llama_sampler_chain_default_params();
+            cp.no_perf = true;
+            chain_.reset(llama_sampler_chain_init(cp));
+            if (p.top_k > 0) llama_sampler_chain_add(chain_.get(), llama_sampler_init_top_k(p.top_k));
+            if (p.top_p < 1.0f) llama_sampler_chain_add(chain_.get(), llama_sampler_init_top_p(p.top_p, 1));
+            if (p.min_p > 0.0f) llama_sampler_chain_add(chain_.get(), llama_sampler_init_min_p(p.min_p, 1));
+            llama_sampler_chain_add(chain_.get(), llama_sampler_init_temp(p.temp));
+            llama_sampler_chain_add(chain_.get(), llama_sampler_init_dist(p.seed == LLMODEL_SEED_RANDOM ? LLAMA_DEFAULT_SEED : p.seed));
+            candidates_.resize(static_cast<size_t>(n_vocab_));
+        }
     }
-    if (p.temp <= 0.0f) {
-        llama_sampler_chain_add(chain.get(), llama_sampler_init_greedy());
-        return chain;
+
+    llama_token sample(llama_context *ctx) {
+        const float *logits = llama_get_logits_ith(ctx, -1);
+        llama_token tok;
+        if (greedy_) {
+            // the first of the largest, as llama.cpp's greedy sampler picks
+            tok = 0;
+            float best = penalized(0, logits[0]);
+            for (llama_token i = 1; i < n_vocab_; ++i) {
+                const float v = penalized(i, logits[i]);
+                if (v > best) {
+                    best = v;
+                    tok = i;
+                }
+            }
+        } else {
+            for (llama_token i = 0; i < n_vocab_; ++i) candidates_[i] = llama_token_data{i, penalized(i, logits[i]), 0.0f};
+            llama_token_data_array cur = {candidates_.data(), candidates_.size(), -1, false};
+            llama_sampler_apply(chain_.get(), &cur);
+            tok = cur.data[cur.selected].id;
+            llama_sampler_accept(chain_.get(), tok);
+        }
+        accept(tok);
+        return tok;
     }
-    if (p.top_k > 0) llama_sampler_chain_add(chain.get(), llama_sampler_init_top_k(p.top_k));
-    if (p.top_p < 1.0f) llama_sampler_chain_add(chain.get(), llama_sampler_init_top_p(p.top_p, 1));
-    if (p.min_p > 0.0f) llama_sampler_chain_add(chain.get(), llama_sampler_init_min_p(p.min_p, 1));
-    llama_sampler_chain_add(chain.get(), llama_sampler_init_temp(p.temp));
-    llama_sampler_chain_add(chain.get(), llama_sampler_init_dist(p.seed == LLMODEL_SEED_RANDOM ? LLAMA_DEFAULT_SEED : p.seed));
-    return chain;
-}
+
+private:
+    float penalized(llama_token t, float logit) const {
+        if (counts_.empty() || counts_[static_cast<size_t>(t)] == 0) return logit;
+        return logit <= 0 ? logit * penalty_ : logit / penalty_;
+    }
+
+    void accept(llama_token t) {
+        if (window_.empty() || t < 0 || t >= n_vocab_) return;
+        llama_token &slot = window_[next_];
+        if (slot != LLAMA_TOKEN_NULL) --counts_[static_cast<size_t>(slot)];
+        slot = t;
+        ++counts_[static_cast<size_t>(t)];
+        next_ = (next_ + 1) % window_.size();
+    }
+
+    const llama_token n_vocab_;
+    const float penalty_;
+    const bool greedy_;
+    std::vector<llama_token> window_; // the last tokens, a ring
+    std::vector<int32_t> counts_;     // occurrences of each token in the window
+    size_t next_ = 0;
+    SamplerPtr chain_;
+    std::vector<llama_token_data> candidates_;
+};
 
 // Makes room for one more token by dropping the oldest after n_keep.
 bool shift_context(llmodel_model *m, int32_t n_keep) {
@@ -286,12 +345,42 @@ llmodel_status decode_failed(llmodel_model *m, int32_t ret, const LogCapture &ca
                                          (why.empty() ? std::string() : ": " + why));
 }
 
-llmodel_status generate_impl(llmodel_model *m, const std::vector<llama_token> &prompt,
-                             const llmodel_generate_params &p, llmodel_prompt_callback on_prompt,
-                             llmodel_response_callback on_response, void *user_data,
-                             llmodel_generate_result *result) {
-    using clock = std::chrono::steady_clock;
+} // namespace
+
+// One generation: the prompt evaluated, then one token per step. Both the
+// callback API (llmodel_generate) and the pull API (llmodel_stream_*) run it.
+struct llmodel_stream {
+    llmodel_model *m = nullptr; // NULL once the model is freed
+    llmodel_generate_params p{};
+    std::unique_ptr<TokenSampler> sampler;
     llmodel_generate_result res{};
+    std::string pending;                  // bytes of a character not yet complete
+    std::string text;                     // what the last step handed out
+    std::vector<char> piece = std::vector<char>(64);
+    std::chrono::steady_clock::time_point t1;
+    llama_token undecoded = LLAMA_TOKEN_NULL; // handed out, not yet in the cache
+    bool finished = false;
+};
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void finish_stream(llmodel_stream &g, llmodel_stop_reason reason) {
+    g.finished = true;
+    g.res.stop_reason = reason;
+    g.res.n_past = static_cast<int32_t>(g.m->tokens.size());
+    g.res.generate_ms = std::chrono::duration<double, std::milli>(Clock::now() - g.t1).count();
+    if (!g.pending.empty()) g.text = "\xEF\xBF\xBD"; // an incomplete character: U+FFFD
+    g.pending.clear();
+}
+
+// Evaluates the prompt (reusing the cached prefix) and readies the sampler.
+llmodel_status start_stream(llmodel_stream &g, const std::vector<llama_token> &prompt,
+                            llmodel_prompt_callback on_prompt, void *user_data) {
+    llmodel_model *m = g.m;
+    const llmodel_generate_params &p = g.p;
+    llmodel_generate_result &res = g.res;
     res.n_prompt = static_cast<int32_t>(prompt.size());
     const int32_t n_ctx = m->n_ctx;
     if (prompt.empty()) return fail(LLMODEL_ERR_INVALID_ARGUMENT, "the prompt is empty");
@@ -320,7 +409,7 @@ llmodel_status generate_impl(llmodel_model *m, const std::vector<llama_token> &p
     }
     res.n_reused = static_cast<int32_t>(keep);
 
-    const auto t0 = clock::now();
+    const auto t0 = Clock::now();
     const int32_t n_batch = (p.n_batch <= 0 || p.n_batch > m->n_batch) ? m->n_batch : p.n_batch;
     const int32_t n_todo = static_cast<int32_t>(prompt.size() - keep);
     for (size_t i = keep; i < prompt.size();) {
@@ -332,59 +421,101 @@ llmodel_status generate_impl(llmodel_model *m, const std::vector<llama_token> &p
         res.n_evaluated += n;
         if (on_prompt && !on_prompt(res.n_evaluated, n_todo, user_data)) {
             res.n_past = static_cast<int32_t>(m->tokens.size());
-            if (result) *result = res;
             return fail(LLMODEL_ERR_CANCELLED, "prompt processing was cancelled by the callback");
         }
     }
-    const auto t1 = clock::now();
-    res.prompt_ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
+    g.t1 = Clock::now();
+    res.prompt_ms = std::chrono::duration<double, std::milli>(g.t1 - t0).count();
+    g.sampler.reset(new TokenSampler(m, p));
+    return LLMODEL_OK;
+}
 
-    SamplerPtr sampler = make_sampler(m, p);
-    std::string pending; // bytes of a character not yet complete
-    std::vector<char> piece(64);
-    res.stop_reason = LLMODEL_STOP_NONE;
-    while (p.n_predict < 0 || res.n_generated < p.n_predict) {
-        llama_token tok = llama_sampler_sample(sampler.get(), m->ctx, -1);
-        if (llama_vocab_is_eog(m->vocab, tok)) {
-            res.stop_reason = LLMODEL_STOP_EOG;
-            break;
+// Generates one token: its id in *token and its text in g.text (complete
+// UTF-8 characters only). At the end *token is LLMODEL_TOKEN_NONE; g.text
+// may then still hold a last U+FFFD, and *done says whether anything is left.
+llmodel_status step_stream(llmodel_stream &g, llmodel_token *token, bool *done) {
+    llmodel_model *m = g.m;
+    const llmodel_generate_params &p = g.p;
+    llmodel_generate_result &res = g.res;
+    g.text.clear();
+    *token = LLMODEL_TOKEN_NONE;
+    *done = false;
+    if (g.finished) {
+        *done = true;
+        return LLMODEL_OK;
+    }
+    auto finish = [&](llmodel_stop_reason reason) {
+        finish_stream(g, reason);
+        *done = g.text.empty();
+        return LLMODEL_OK;
+    };
+    if (p.n_predict >= 0 && res.n_generated >= p.n_predict) return finish(LLMODEL_STOP_LENGTH);
+    if (g.undecoded != LLAMA_TOKEN_NULL) {
+        // the token handed out last time goes into the cache only now, when
+        // the caller wants another
+        if (static_cast<int32_t>(m->tokens.size()) >= m->n_ctx) {
+            if (!p.context_shift || !shift_context(m, p.n_keep)) return finish(LLMODEL_STOP_CONTEXT_FULL);
         }
-        int32_t len = llama_token_to_piece(m->vocab, tok, piece.data(), static_cast<int32_t>(piece.size()), 0, false);
-        if (len < 0) {
-            piece.resize(static_cast<size_t>(-len));
-            len = llama_token_to_piece(m->vocab, tok, piece.data(), static_cast<int32_t>(piece.size()), 0, false);
+        LogCapture capture;
+        llama_token tok = g.undecoded;
+        int32_t ret = llama_decode(m->ctx, llama_batch_get_one(&tok, 1));
+        if (ret != 0) {
+            g.finished = true;
+            return decode_failed(m, ret, capture);
         }
-        pending.append(piece.data(), static_cast<size_t>(std::max(len, 0)));
-        const size_t ready = complete_utf8_prefix(pending);
-        ++res.n_generated;
-        const bool go_on = on_response ? on_response(tok, pending.data(), ready, user_data) : true;
-        pending.erase(0, ready);
-        if (!go_on) {
-            res.stop_reason = LLMODEL_STOP_CALLBACK;
-            break;
-        }
-        if (p.n_predict >= 0 && res.n_generated >= p.n_predict) {
-            res.stop_reason = LLMODEL_STOP_LENGTH;
-            break;
-        }
-        if (static_cast<int32_t>(m->tokens.size()) >= n_ctx) {
-            if (!p.context_shift || !shift_context(m, p.n_keep)) {
-                res.stop_reason = LLMODEL_STOP_CONTEXT_FULL;
+        m->tokens.push_back(tok);
+        g.undecoded = LLAMA_TOKEN_NULL;
+    }
+    const llama_token tok = g.sampler->sample(m->ctx);
+    if (llama_vocab_is_eog(m->vocab, tok)) return finish(LLMODEL_STOP_EOG);
+    int32_t len = llama_token_to_piece(m->vocab, tok, g.piece.data(), static_cast<int32_t>(g.piece.size()), 0, false);
+    if (len < 0) {
+        g.piece.resize(static_cast<size_t>(-len));
+        len = llama_token_to_piece(m->vocab, tok, g.piece.data(), static_cast<int32_t>(g.piece.size()), 0, false);
+    }
+    g.pending.append(g.piece.data(), static_cast<size_t>(std::max(len, 0)));
+    const size_t ready = complete_utf8_prefix(g.pending);
+    g.text.assign(g.pending, 0, ready);
+    g.pending.erase(0, ready);
+    ++res.n_generated;
+    g.undecoded = tok;
+    *token = tok;
+    return LLMODEL_OK;
+}
+
+// Ends a stream that is not finished: what the caller did not take is dropped.
+void stop_stream(llmodel_stream &g) {
+    if (!g.finished && g.m) {
+        g.pending.clear();
+        finish_stream(g, LLMODEL_STOP_CALLBACK);
+    }
+}
+
+llmodel_status generate_impl(llmodel_model *m, const std::vector<llama_token> &prompt,
+                             const llmodel_generate_params &p, llmodel_prompt_callback on_prompt,
+                             llmodel_response_callback on_response, void *user_data,
+                             llmodel_generate_result *result) {
+    llmodel_stream g;
+    g.m = m;
+    g.p = p;
+    llmodel_status s = start_stream(g, prompt, on_prompt, user_data);
+    if (s == LLMODEL_OK) {
+        for (;;) {
+            llmodel_token tok;
+            bool done;
+            s = step_stream(g, &tok, &done);
+            if (s != LLMODEL_OK || done) break;
+            if (on_response && !on_response(tok, g.text.data(), g.text.size(), user_data)) {
+                stop_stream(g);
                 break;
             }
         }
-        int32_t ret = llama_decode(m->ctx, llama_batch_get_one(&tok, 1));
-        if (ret != 0) return decode_failed(m, ret, capture);
-        m->tokens.push_back(tok);
     }
-    if (!pending.empty() && on_response) {
-        static const char replacement[] = "\xEF\xBF\xBD";
-        on_response(LLMODEL_TOKEN_NONE, replacement, 3, user_data);
+    if (s == LLMODEL_OK || s == LLMODEL_ERR_CANCELLED) {
+        if (!g.finished) g.res.n_past = static_cast<int32_t>(m->tokens.size());
+        if (result) *result = g.res;
     }
-    res.generate_ms = std::chrono::duration<double, std::milli>(clock::now() - t1).count();
-    res.n_past = static_cast<int32_t>(m->tokens.size());
-    if (result) *result = res;
-    return LLMODEL_OK;
+    return s;
 }
 
 llmodel_status tokenize_impl(const llmodel_model *m, const char *text, size_t len, bool add_special,
@@ -408,6 +539,14 @@ llmodel_status check_model(const llmodel_model *m) {
     return LLMODEL_OK;
 }
 
+// Calls that change the cache wait for an open stream to end.
+llmodel_status check_no_stream(const llmodel_model *m) {
+    if (m->stream) {
+        return fail(LLMODEL_ERR_BUSY, "a stream is open on this model; end it with llmodel_stream_end first");
+    }
+    return LLMODEL_OK;
+}
+
 // The shared body of llmodel_generate and llmodel_generate_tokens, which
 // differ only in how they get the prompt's tokens.
 template <class MakePrompt>
@@ -418,11 +557,36 @@ llmodel_status generate_entry(llmodel_model *model, const llmodel_generate_param
         if (llmodel_status s = check_model(model)) return s;
         CallGuard guard(model);
         if (llmodel_status s = guard.check()) return s;
+        if (llmodel_status s = check_no_stream(model)) return s;
         const llmodel_generate_params p = params ? *params : llmodel_generate_default_params();
         if (llmodel_status s = validate_generate_params(p)) return s;
         std::vector<llama_token> tokens;
         if (llmodel_status s = make_prompt(p, tokens)) return s;
         return generate_impl(model, tokens, p, on_prompt, on_response, user_data, result);
+    });
+}
+
+template <class MakePrompt>
+llmodel_status stream_entry(llmodel_model *model, const llmodel_generate_params *params, MakePrompt &make_prompt,
+                            llmodel_prompt_callback on_prompt, void *user_data, llmodel_stream **out) {
+    return guarded([&]() -> llmodel_status {
+        LLMODEL_REQUIRE(out, "out is NULL");
+        *out = nullptr;
+        if (llmodel_status s = check_model(model)) return s;
+        CallGuard guard(model);
+        if (llmodel_status s = guard.check()) return s;
+        if (llmodel_status s = check_no_stream(model)) return s;
+        const llmodel_generate_params p = params ? *params : llmodel_generate_default_params();
+        if (llmodel_status s = validate_generate_params(p)) return s;
+        std::vector<llama_token> tokens;
+        if (llmodel_status s = make_prompt(p, tokens)) return s;
+        auto g = std::make_unique<llmodel_stream>();
+        g->m = model;
+        g->p = p;
+        if (llmodel_status s = start_stream(*g, tokens, on_prompt, user_data)) return s;
+        model->stream = g.get();
+        *out = g.release();
+        return LLMODEL_OK;
     });
 }
 
@@ -575,6 +739,7 @@ LLMODEL_API llmodel_status llmodel_model_close(llmodel_model *model) {
 
 LLMODEL_API void llmodel_model_free(llmodel_model *model) {
     try {
+        if (model && model->stream) model->stream->m = nullptr; // the stream outlives it, detached
         delete model;
     } catch (...) {
     }
@@ -735,11 +900,76 @@ LLMODEL_API llmodel_status llmodel_generate_tokens(llmodel_model *model, const l
     return generate_entry(model, params, make_prompt, on_prompt, on_response, user_data, result);
 }
 
+LLMODEL_API llmodel_status llmodel_stream_begin(llmodel_model *model, const char *prompt, size_t prompt_len,
+                                                const llmodel_generate_params *params,
+                                                llmodel_prompt_callback on_prompt, void *user_data,
+                                                llmodel_stream **out) {
+    auto make_prompt = [&](const llmodel_generate_params &p, std::vector<llama_token> &tokens) -> llmodel_status {
+        LLMODEL_REQUIRE(prompt || prompt_len == 0, "prompt is NULL");
+        return tokenize_impl(model, prompt ? prompt : "", prompt_len, p.add_special, p.parse_special, tokens);
+    };
+    return stream_entry(model, params, make_prompt, on_prompt, user_data, out);
+}
+
+LLMODEL_API llmodel_status llmodel_stream_begin_tokens(llmodel_model *model, const llmodel_token *tokens,
+                                                       size_t n_tokens, const llmodel_generate_params *params,
+                                                       llmodel_prompt_callback on_prompt, void *user_data,
+                                                       llmodel_stream **out) {
+    auto make_prompt = [&](const llmodel_generate_params &, std::vector<llama_token> &prompt) -> llmodel_status {
+        LLMODEL_REQUIRE(tokens || n_tokens == 0, "tokens is NULL");
+        prompt.assign(tokens, tokens + n_tokens);
+        return LLMODEL_OK;
+    };
+    return stream_entry(model, params, make_prompt, on_prompt, user_data, out);
+}
+
+LLMODEL_API llmodel_status llmodel_stream_next(llmodel_stream *stream, llmodel_token *token, const char **text,
+                                               size_t *text_len, bool *done) {
+    return guarded([&]() -> llmodel_status {
+        LLMODEL_REQUIRE(stream, "stream is NULL");
+        LLMODEL_REQUIRE(token && text && text_len && done, "an output pointer is NULL");
+        *token = LLMODEL_TOKEN_NONE;
+        *text = "";
+        *text_len = 0;
+        *done = true;
+        if (!stream->m) return fail(LLMODEL_ERR_CLOSED, "the stream's model was freed");
+        CallGuard guard(stream->m);
+        if (llmodel_status s = guard.check()) return s;
+        if (stream->m->stream != stream) return fail(LLMODEL_ERR_CLOSED, "the stream has ended");
+        llmodel_status s = step_stream(*stream, token, done);
+        *text = stream->text.c_str();
+        *text_len = stream->text.size();
+        return s;
+    });
+}
+
+LLMODEL_API llmodel_status llmodel_stream_end(llmodel_stream *stream, llmodel_generate_result *result) {
+    if (!stream) return LLMODEL_OK;
+    std::unique_ptr<llmodel_stream> owned(stream);
+    return guarded([&]() -> llmodel_status {
+        llmodel_model *m = stream->m;
+        if (m) {
+            CallGuard guard(m);
+            if (llmodel_status s = guard.check()) {
+                if (s == LLMODEL_ERR_BUSY) {
+                    owned.release(); // still in use by another thread: leave it to the caller's retry
+                    return s;
+                }
+            }
+            if (!m->closed) stop_stream(*stream);
+            if (m->stream == stream) m->stream = nullptr;
+        }
+        if (result) *result = stream->res;
+        return LLMODEL_OK;
+    });
+}
+
 LLMODEL_API llmodel_status llmodel_reset(llmodel_model *model) {
     return guarded([&]() -> llmodel_status {
         if (llmodel_status s = check_model(model)) return s;
         CallGuard guard(model);
         if (llmodel_status s = guard.check()) return s;
+        if (llmodel_status s = check_no_stream(model)) return s;
         forget_all(model);
         return LLMODEL_OK;
     });
@@ -803,6 +1033,7 @@ LLMODEL_API llmodel_status llmodel_state_load(llmodel_model *model, const void *
         LLMODEL_REQUIRE(buf, "buf is NULL");
         CallGuard guard(model);
         if (llmodel_status s = guard.check()) return s;
+        if (llmodel_status s = check_no_stream(model)) return s;
         const uint8_t *p = static_cast<const uint8_t *>(buf);
         uint32_t header[3];
         LLMODEL_REQUIRE(buf_size >= sizeof header, "state buffer too short");

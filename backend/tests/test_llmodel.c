@@ -366,6 +366,74 @@ static void test_state(llmodel_model *m) {
     free(buf);
 }
 
+/* The pull API gives what the callback API gives, holds the cache while
+ * open, and ends cleanly early, after a close, or after the model is freed. */
+static void test_stream(llmodel_model *m, const char *model_path) {
+    static const char prompt[] = "The capital of France is";
+    llmodel_generate_params gp = greedy(12);
+    collect_t c;
+    llmodel_stream *st = NULL, *other = NULL;
+    llmodel_generate_result r;
+    char text[8192];
+    size_t len = 0;
+    int n = 0;
+    llmodel_token tok;
+    const char *piece;
+    size_t piece_len;
+    bool done = false;
+    llmodel_model *m2;
+
+    memset(&c, 0, sizeof c);
+    CHECK(llmodel_reset(m) == LLMODEL_OK, "reset");
+    CHECK(llmodel_generate(m, prompt, strlen(prompt), &gp, NULL, collect, &c, NULL) == LLMODEL_OK, "generate");
+    CHECK(llmodel_reset(m) == LLMODEL_OK, "reset");
+    CHECK(llmodel_stream_begin(m, prompt, strlen(prompt), &gp, NULL, NULL, &st) == LLMODEL_OK && st,
+          "stream_begin: %s", llmodel_last_error());
+    CHECK(llmodel_generate(m, "x", 1, &gp, NULL, NULL, NULL, NULL) == LLMODEL_ERR_BUSY, "generate during a stream");
+    CHECK(llmodel_reset(m) == LLMODEL_ERR_BUSY, "reset during a stream");
+    CHECK(llmodel_stream_begin(m, "x", 1, &gp, NULL, NULL, &other) == LLMODEL_ERR_BUSY && other == NULL,
+          "a second stream");
+    CHECK(llmodel_stream_next(NULL, &tok, &piece, &piece_len, &done) == LLMODEL_ERR_INVALID_ARGUMENT, "NULL stream");
+    CHECK(llmodel_stream_next(st, NULL, &piece, &piece_len, &done) == LLMODEL_ERR_INVALID_ARGUMENT, "NULL token");
+    text[0] = '\0';
+    while (llmodel_stream_next(st, &tok, &piece, &piece_len, &done) == LLMODEL_OK && !done) {
+        if (tok != LLMODEL_TOKEN_NONE) n++;
+        if (len + piece_len < sizeof text) {
+            memcpy(text + len, piece, piece_len);
+            len += piece_len;
+            text[len] = '\0';
+        }
+        if (n > 100) break;
+    }
+    CHECK(done, "the stream did not finish");
+    CHECK(strcmp(text, c.text) == 0, "stream gave '%s', generate gave '%s'", text, c.text);
+    CHECK(n == c.n_tokens, "stream made %d tokens, generate %d", n, c.n_tokens);
+    CHECK(llmodel_stream_next(st, &tok, &piece, &piece_len, &done) == LLMODEL_OK && done, "next after the end");
+    CHECK(llmodel_stream_end(st, &r) == LLMODEL_OK, "stream_end");
+    CHECK(r.n_generated == c.n_tokens && r.stop_reason == LLMODEL_STOP_LENGTH, "result %d %d", r.n_generated,
+          (int)r.stop_reason);
+    CHECK(llmodel_stream_end(NULL, NULL) == LLMODEL_OK, "ending NULL");
+
+    /* ended early: the cache holds the prompt and what was taken, nothing more */
+    CHECK(llmodel_stream_begin(m, prompt, strlen(prompt), &gp, NULL, NULL, &st) == LLMODEL_OK, "begin again");
+    CHECK(llmodel_stream_next(st, &tok, &piece, &piece_len, &done) == LLMODEL_OK && !done, "one token");
+    CHECK(llmodel_stream_next(st, &tok, &piece, &piece_len, &done) == LLMODEL_OK && !done, "two tokens");
+    CHECK(llmodel_stream_end(st, &r) == LLMODEL_OK && r.stop_reason == LLMODEL_STOP_CALLBACK && r.n_generated == 2,
+          "early end: %d %d", (int)r.stop_reason, r.n_generated);
+    CHECK(llmodel_generate(m, "x", 1, &gp, NULL, NULL, NULL, NULL) == LLMODEL_OK, "generate after the stream");
+
+    /* a stream outliving its model */
+    m2 = load(model_path, 256);
+    if (m2) {
+        CHECK(llmodel_stream_begin(m2, prompt, strlen(prompt), &gp, NULL, NULL, &st) == LLMODEL_OK, "begin on m2");
+        CHECK(llmodel_model_close(m2) == LLMODEL_OK, "close with a stream open");
+        CHECK(llmodel_stream_next(st, &tok, &piece, &piece_len, &done) == LLMODEL_ERR_CLOSED, "next after close");
+        llmodel_model_free(m2);
+        CHECK(llmodel_stream_next(st, &tok, &piece, &piece_len, &done) == LLMODEL_ERR_CLOSED, "next after free");
+        CHECK(llmodel_stream_end(st, NULL) == LLMODEL_OK, "end after free");
+    }
+}
+
 int main(int argc, char **argv) {
     llmodel_model *m;
     const char *tmp = getenv("TMPDIR");
@@ -391,6 +459,7 @@ int main(int argc, char **argv) {
         test_generation(m);
         test_prefix_reuse(m);
         test_state(m);
+        test_stream(m, argv[1]);
         llmodel_model_free(m);
     }
     test_context_limits(argv[1]);

@@ -38,6 +38,13 @@ class _Model(Structure):
 ModelPtr = POINTER(_Model)
 
 
+class _Stream(Structure):
+    """Opaque ``llmodel_stream``."""
+
+
+StreamPtr = POINTER(_Stream)
+
+
 class LoadParams(Structure):
     _fields_ = [
         ("n_ctx", c_int32),
@@ -152,6 +159,13 @@ _FUNCTIONS: List[tuple] = [
     ("llmodel_generate_tokens", _status,
      [ModelPtr, POINTER(c_int32), c_size_t, POINTER(GenerateParams), PromptCallback, ResponseCallback, c_void_p,
       POINTER(GenerateResult)]),
+    ("llmodel_stream_begin", _status,
+     [ModelPtr, c_char_p, c_size_t, POINTER(GenerateParams), PromptCallback, c_void_p, POINTER(StreamPtr)]),
+    ("llmodel_stream_begin_tokens", _status,
+     [ModelPtr, POINTER(c_int32), c_size_t, POINTER(GenerateParams), PromptCallback, c_void_p, POINTER(StreamPtr)]),
+    ("llmodel_stream_next", _status,
+     [StreamPtr, POINTER(c_int32), POINTER(c_void_p), POINTER(c_size_t), POINTER(c_bool)]),
+    ("llmodel_stream_end", _status, [StreamPtr, POINTER(GenerateResult)]),
     ("llmodel_reset", _status, [ModelPtr]),
     ("llmodel_cached_tokens", _status, [ModelPtr, POINTER(c_int32), c_size_t, POINTER(c_size_t)]),
     ("llmodel_state_size", _status, [ModelPtr, POINTER(c_size_t)]),

@@ -14,7 +14,7 @@ import weakref
 from ctypes import byref, c_int32, c_size_t
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from . import _native as native
 from . import errors
@@ -139,6 +139,7 @@ class LLModel:
         self._lib = lib
         self._handle = handle
         self._lock = threading.RLock()
+        self._stream: Optional["weakref.ref[TokenStream]"] = None
         self._finalizer = weakref.finalize(self, _free_handle, lib, handle)
         self.model_path = path
         self.info = self._read_info()
@@ -150,6 +151,7 @@ class LLModel:
         """Frees the weights and the context. Safe to call more than once."""
         with self._lock:
             if self._handle is not None:
+                self._end_stream()
                 self._handle = None
                 self._finalizer()
 
@@ -252,6 +254,7 @@ class LLModel:
     def reset(self) -> None:
         """Forgets the cached context."""
         with self._lock:
+            self._end_stream()
             native.check(self._lib.llmodel_reset(self._h()))
 
     def save_state(self) -> bytes:
@@ -267,32 +270,45 @@ class LLModel:
 
     def load_state(self, state: bytes) -> None:
         with self._lock:
+            self._end_stream()
             native.check(self._lib.llmodel_state_load(self._h(), state, len(state)))
 
     # ------------------------------------------------------------ generation
 
-    def generate(self, prompt: Union[str, Sequence[int]], *, n_predict: int = 200, temp: float = 0.7,
-                 top_k: int = 40, top_p: float = 0.4, min_p: float = 0.0, repeat_penalty: float = 1.18,
-                 repeat_last_n: int = 64, n_batch: int = 0, seed: Optional[int] = None,
-                 context_shift: bool = True, n_keep: int = 0, special: bool = True,
-                 add_special: bool = True, on_token: Optional[TokenCallback] = None,
-                 on_progress: Optional[ProgressCallback] = None) -> GenerationStats:
+    def _params(self, n_predict: int = 200, temp: float = 0.7, top_k: int = 40, top_p: float = 0.4,
+                min_p: float = 0.0, repeat_penalty: float = 1.18, repeat_last_n: int = 64, n_batch: int = 0,
+                seed: Optional[int] = None, context_shift: bool = True, n_keep: int = 0, special: bool = True,
+                add_special: bool = True) -> "native.GenerateParams":
+        _check_finite(temp=temp, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty)
+        p = self._lib.llmodel_generate_default_params()
+        p.temp, p.top_k, p.top_p, p.min_p = temp, top_k, top_p, min_p
+        p.repeat_penalty, p.repeat_last_n = repeat_penalty, repeat_last_n
+        p.seed = native.SEED_RANDOM if seed is None else seed & 0xFFFFFFFF
+        p.n_predict, p.n_batch = n_predict, n_batch
+        p.context_shift, p.n_keep = context_shift, n_keep
+        p.parse_special, p.add_special = special, add_special
+        return p
+
+    def _end_stream(self) -> None:
+        """Ends the open stream, if any: a new call takes the model over."""
+        stream = self._stream() if self._stream is not None else None
+        if stream is not None:
+            stream.close()
+        self._stream = None
+
+    def generate(self, prompt: Union[str, Sequence[int]], *, on_token: Optional[TokenCallback] = None,
+                 on_progress: Optional[ProgressCallback] = None, **params: Any) -> GenerationStats:
         """Evaluates a prompt (text or token ids) and generates a reply.
 
         Each generated token goes to ``on_token(token_id, text)``; the text of
         a character split over tokens arrives with the token that completes
         it. An exception raised by a callback stops generation and is raised
         here, after the native call has returned; the model stays usable.
+        ``params`` are those of ``llmodel_generate_params``: n_predict, temp,
+        top_k, top_p, min_p, repeat_penalty, repeat_last_n, n_batch, seed,
+        context_shift, n_keep, special (parse special tokens), add_special.
         """
-        _check_finite(temp=temp, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty)
-        p = self._lib.llmodel_generate_default_params()
-        p.temp, p.top_k, p.top_p, p.min_p = temp, top_k, max(top_p, 1e-9), min_p
-        p.repeat_penalty, p.repeat_last_n = repeat_penalty, repeat_last_n
-        p.seed = native.SEED_RANDOM if seed is None else seed & 0xFFFFFFFF
-        p.n_predict, p.n_batch = n_predict, n_batch
-        p.context_shift, p.n_keep = context_shift, n_keep
-        p.parse_special, p.add_special = special, add_special
-
+        p = self._params(**params)
         failure: List[BaseException] = []
 
         def response(token: int, piece: Optional[int], length: int, _ud: object) -> bool:
@@ -305,18 +321,12 @@ class LLModel:
                 failure.append(e)
                 return False
 
-        def progress(done: int, total: int, _ud: object) -> bool:
-            try:
-                return bool(on_progress(done, total)) if on_progress is not None else True
-            except BaseException as e:  # noqa: BLE001
-                failure.append(e)
-                return False
-
         # Both callback objects stay referenced here until the call returns.
         c_response = native.ResponseCallback(response)
-        c_progress = native.PromptCallback(progress) if on_progress is not None else native.PromptCallback()
+        c_progress = _progress_callback(on_progress, failure)
         result = native.GenerateResult()
         with self._lock:
+            self._end_stream()
             h = self._h()
             if isinstance(prompt, str):
                 data = prompt.encode("utf-8")
@@ -329,9 +339,108 @@ class LLModel:
         if failure:
             raise failure[0]
         native.check(status)
-        return GenerationStats(result.n_prompt, result.n_reused, result.n_evaluated, result.n_generated,
-                               result.n_past, STOP_REASONS.get(result.stop_reason, "none"),
-                               result.prompt_ms, result.generate_ms)
+        return _stats(result)
+
+    def stream(self, prompt: Union[str, Sequence[int]], *, on_progress: Optional[ProgressCallback] = None,
+               **params: Any) -> "TokenStream":
+        """Evaluates a prompt and returns a stream that generates the reply
+        one token per ``next()`` on the calling thread, with no thread and no
+        callback in between. It holds the model until closed; a new call on
+        the model (generate, stream, reset, load_state, close) closes it."""
+        p = self._params(**params)
+        failure: List[BaseException] = []
+        c_progress = _progress_callback(on_progress, failure)
+        ptr = native.StreamPtr()
+        with self._lock:
+            self._end_stream()
+            h = self._h()
+            if isinstance(prompt, str):
+                data = prompt.encode("utf-8")
+                status = self._lib.llmodel_stream_begin(h, data, len(data), byref(p), c_progress, None, byref(ptr))
+            else:
+                toks = (c_int32 * len(prompt))(*prompt)
+                status = self._lib.llmodel_stream_begin_tokens(h, toks, len(prompt), byref(p), c_progress, None,
+                                                               byref(ptr))
+            if failure:
+                self._lib.llmodel_stream_end(ptr, None)
+                raise failure[0]
+            native.check(status)
+            stream = TokenStream(self, ptr)
+            self._stream = weakref.ref(stream)
+        return stream
+
+
+def _progress_callback(on_progress: Optional[ProgressCallback], failure: List[BaseException]) -> Any:
+    if on_progress is None:
+        return native.PromptCallback()
+
+    def progress(done: int, total: int, _ud: object) -> bool:
+        try:
+            return bool(on_progress(done, total))
+        except BaseException as e:  # noqa: BLE001 (re-raised after the native call)
+            failure.append(e)
+            return False
+
+    return native.PromptCallback(progress)
+
+
+def _stats(result: "native.GenerateResult") -> GenerationStats:
+    return GenerationStats(result.n_prompt, result.n_reused, result.n_evaluated, result.n_generated,
+                           result.n_past, STOP_REASONS.get(result.stop_reason, "none"),
+                           result.prompt_ms, result.generate_ms)
+
+
+def _end_native_stream(lib: ctypes.CDLL, ptr: "ctypes._Pointer") -> None:
+    lib.llmodel_stream_end(ptr, None)
+
+
+class TokenStream:
+    """One generation, a token per :meth:`next` (see :meth:`LLModel.stream`)."""
+
+    def __init__(self, model: LLModel, ptr: "ctypes._Pointer"):
+        self._model = model
+        self._ptr: Optional["ctypes._Pointer"] = ptr
+        self._finalizer = weakref.finalize(self, _end_native_stream, model._lib, ptr)
+        self.stats: Optional[GenerationStats] = None
+        self._token = c_int32()
+        self._text = ctypes.c_void_p()
+        self._len = c_size_t()
+        self._done = ctypes.c_bool()
+
+    @property
+    def closed(self) -> bool:
+        return self._ptr is None
+
+    def next(self) -> Optional[Tuple[int, str]]:
+        """The next token and its text; ``None`` when the reply is over (or
+        the stream was closed). The token is ``-1`` for a last text with no
+        token of its own."""
+        with self._model._lock:
+            if self._ptr is None:
+                return None
+            status = self._model._lib.llmodel_stream_next(self._ptr, byref(self._token), byref(self._text),
+                                                          byref(self._len), byref(self._done))
+            if status == native.ERR_CLOSED and self._model.closed:
+                return None
+            native.check(status)
+            if self._done.value:
+                return None
+            n = self._len.value
+            text = ctypes.string_at(self._text.value, n).decode("utf-8", "replace") if n else ""
+            return int(self._token.value), text
+
+    def close(self) -> GenerationStats:
+        """Ends the stream (what was not taken is dropped); returns its stats."""
+        with self._model._lock:
+            if self._ptr is not None:
+                result = native.GenerateResult()
+                self._finalizer.detach()
+                status = self._model._lib.llmodel_stream_end(self._ptr, byref(result))
+                self._ptr = None
+                native.check(status)
+                self.stats = _stats(result)
+        assert self.stats is not None
+        return self.stats
 
 
 def _check_finite(**values: float) -> None:
@@ -340,4 +449,4 @@ def _check_finite(**values: float) -> None:
             raise errors.InvalidArgumentError(f"{name} must be a finite number, not {v!r}")
 
 
-__all__ = ["LLModel", "ModelInfo", "GenerationStats", "Device", "list_devices", "cpu_variant", "physical_cores"]
+__all__ = ["LLModel", "TokenStream", "ModelInfo", "GenerationStats", "Device", "list_devices", "cpu_variant", "physical_cores"]

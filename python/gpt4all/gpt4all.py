@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import math
 import os
-import queue
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
@@ -17,7 +15,6 @@ ConfigType = Dict[str, Any]
 MessageType = Dict[str, str]
 
 DEFAULT_MODEL_DIR_ENV = "GPT4ALL_MODEL_PATH"
-_STREAM_READ_AHEAD = 8
 
 
 def empty_response_callback(token_id: int, response: str) -> bool:
@@ -136,14 +133,11 @@ class GPT4All:
                                                       allow_download=allow_download, verbose=verbose)
         self.model = LLModel(self.config["path"], n_ctx=n_ctx, ngl=ngl, device=device, n_threads=n_threads)
         self._last_stats: Optional[GenerationStats] = None
-        self._active_stream_cancel: Optional[threading.Event] = None
 
     # ------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
         """Frees the model. Using it afterwards raises ``ModelClosedError``."""
-        if self._active_stream_cancel is not None:
-            self._active_stream_cancel.set()
         self.model.close()
 
     def __enter__(self) -> "GPT4All":
@@ -347,9 +341,6 @@ class GPT4All:
             raise errors.InvalidArgumentError("stop must be a string or a list of strings")
         if self.model.closed:
             raise errors.ModelClosedError("the model is closed")
-        if self._active_stream_cancel is not None:
-            # An unfinished stream holds the model: end it rather than wait for it.
-            self._active_stream_cancel.set()
 
         history = self._history
         if history is not None:
@@ -399,63 +390,45 @@ class GPT4All:
 
     def _stream(self, model_prompt: Any, kwargs: Dict[str, Any], callback: Callable[[int, str], bool],
                 stops: List[str], history: Optional[ChatHistory], reply: Optional[MessageType]) -> Iterator[str]:
-        """Runs generation on a worker thread and yields its pieces.
+        """Yields the reply's pieces as the model generates them.
 
-        Leaving the loop early (break, an exception, the generator being
-        garbage-collected) stops the native generation at the next token.
+        The generator drives the model itself, a token per step, on the
+        consumer's thread: leaving the loop early (break, an exception, the
+        generator being garbage-collected) generates nothing more, and a new
+        call on the model ends a stream left unfinished.
         """
-        pieces: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
-        cancel = threading.Event()
-        self._active_stream_cancel = cancel
-        # The worker runs at most this many pieces ahead of the consumer, so
-        # an abandoned stream stops soon, not at max_tokens.
-        window = threading.Semaphore(_STREAM_READ_AHEAD)
-        done = object()
         matcher = _StopMatcher(stops)
 
-        def on_token(token: int, text: str) -> bool:
-            out = matcher.feed(text)
-            if out:
-                while not window.acquire(timeout=0.05):
-                    if cancel.is_set():
-                        return False
-                if cancel.is_set():
-                    return False
-                pieces.put(out)
-            if matcher.stopped or cancel.is_set():
-                return False
-            return callback(token, out) is not False
-
-        def work() -> None:
+        def generator() -> Iterator[str]:
+            stream = None
             try:
-                self._last_stats = self.model.generate(model_prompt, on_token=on_token, **kwargs)
+                stream = self.model.stream(model_prompt, **kwargs)
+                while True:
+                    item = stream.next()
+                    if item is None:
+                        break
+                    token, text = item
+                    out = matcher.feed(text)
+                    if out:
+                        if reply is not None:
+                            reply["content"] += out
+                        yield out
+                    if matcher.stopped or (token >= 0 and callback(token, out) is False):
+                        break
                 tail = matcher.flush()
                 if tail:
-                    pieces.put(tail)
-                pieces.put(done)
-            except BaseException as e:  # noqa: BLE001 (handed to the consumer)
-                pieces.put(e)
-
-        def generator() -> Iterator[str]:
-            worker = threading.Thread(target=work, name="gpt4all-stream", daemon=True)
-            worker.start()
-            try:
-                while True:
-                    item = pieces.get()
-                    if item is done:
-                        return
-                    if isinstance(item, BaseException):
-                        _rollback(history, reply)
-                        raise item
-                    window.release()
                     if reply is not None:
-                        reply["content"] += item
-                    yield item
+                        reply["content"] += tail
+                    yield tail
+            except GeneratorExit:
+                raise
+            except BaseException:
+                _rollback(history, reply)
+                raise
             finally:
-                cancel.set()
-                worker.join()
-                if self._active_stream_cancel is cancel:
-                    self._active_stream_cancel = None
+                # a stream that a later call ended is that call's business
+                if stream is not None and not stream.closed:
+                    self._last_stats = stream.close()
 
         return generator()
 
