@@ -364,10 +364,14 @@ def summarize(runs: Dict[str, List[Any]], contenders) -> Dict[str, Any]:
             continue
         entry: Dict[str, Any] = {"version": rs[0]["version"], "load_s": median([r["load_s"] for r in rs]),
                                  "peak_rss_mb": max(r["peak_rss_mb"] for r in rs), "n_prompt": rs[0]["n_prompt"]}
-        for test, ref in (("pp", bench_pp), ("tg", bench_tg)):
+        for test, ref_runs in (("pp", runs["llama-bench pp"]), ("tg", runs["llama-bench tg"])):
             for mode in rs[0][test]:
                 vals = [r[test][mode] for r in rs]
-                entry[f"{test} {mode}"] = {"tps": median(vals), "ratio": median(vals) / ref, "runs": vals}
+                # each repetition against llama-bench's run of the same
+                # repetition, minutes apart at most: drift cancels
+                paired = [v / b for v, b in zip(vals, ref_runs)]
+                entry[f"{test} {mode}"] = {"tps": median(vals), "ratio": median(paired), "runs": vals,
+                                           "paired_ratios": paired}
         if "chat" in rs[0]:
             turns = list(zip(*[r["chat"] for r in rs]))
             entry["chat"] = [{k: median([t[k] for t in turn]) for k in turn[0]} for turn in turns]
@@ -379,7 +383,7 @@ def print_table(results: Dict[str, Any]) -> None:
     m = results["machine"]
     print(f"\n{Path(results['model']).name} on {m['cpu']} ({m['logical_cpus']} logical CPUs); "
           f"pp{results['n_prompt']}, tg{results['n_gen']}, median of {results['reps']}")
-    print(f"{'threads':>7}  {'test':<4} {'contender':<34} {'tokens/s':>10} {'ratio':>7}")
+    print(f"{'threads':>7}  {'test':<4} {'contender':<34} {'tokens/s':>10} {'ratio':>7}   (ratio: median of per-repetition ratios)")
     for t, s in results["threads"].items():
         for test in ("pp", "tg"):
             print(f"{t:>7}  {test:<4} {'llama-bench':<34} {s['llama-bench'][test]:>10.1f} {'1.00':>7}")

@@ -249,3 +249,15 @@ def test_unknown_name_is_looked_up_in_the_remote_registry(server, tmp_path, monk
     with pytest.raises(ModelNotFoundError, match="no-such-model"):
         GPT4All.retrieve_model("no-such-model", model_path=tmp_path)
     assert files(tmp_path) == ["remote-tiny.gguf"]
+
+
+def test_not_enough_disk_space_is_reported_before_writing(server, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(DownloadError, match="not enough disk space") as info:
+        download_model("m.gguf", tmp_path, verbose=False, url=server + "/good.bin", expected_size=len(DATA))
+    assert str(tmp_path) in str(info.value)
+    assert files(tmp_path) == []

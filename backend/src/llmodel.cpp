@@ -547,12 +547,11 @@ llmodel_status check_no_stream(const llmodel_model *m) {
     return LLMODEL_OK;
 }
 
-// The shared body of llmodel_generate and llmodel_generate_tokens, which
-// differ only in how they get the prompt's tokens.
-template <class MakePrompt>
-llmodel_status generate_entry(llmodel_model *model, const llmodel_generate_params *params, MakePrompt &make_prompt,
-                              llmodel_prompt_callback on_prompt, llmodel_response_callback on_response,
-                              void *user_data, llmodel_generate_result *result) {
+// What every generation starts with: checks, then the prompt's tokens from
+// make_prompt, then body(params, tokens).
+template <class MakePrompt, class Body>
+llmodel_status begin_generation(llmodel_model *model, const llmodel_generate_params *params,
+                                const MakePrompt &make_prompt, const Body &body) {
     return guarded([&]() -> llmodel_status {
         if (llmodel_status s = check_model(model)) return s;
         CallGuard guard(model);
@@ -562,32 +561,54 @@ llmodel_status generate_entry(llmodel_model *model, const llmodel_generate_param
         if (llmodel_status s = validate_generate_params(p)) return s;
         std::vector<llama_token> tokens;
         if (llmodel_status s = make_prompt(p, tokens)) return s;
-        return generate_impl(model, tokens, p, on_prompt, on_response, user_data, result);
+        return body(p, tokens);
     });
 }
 
-template <class MakePrompt>
-llmodel_status stream_entry(llmodel_model *model, const llmodel_generate_params *params, MakePrompt &make_prompt,
-                            llmodel_prompt_callback on_prompt, void *user_data, llmodel_stream **out) {
-    return guarded([&]() -> llmodel_status {
-        LLMODEL_REQUIRE(out, "out is NULL");
-        *out = nullptr;
-        if (llmodel_status s = check_model(model)) return s;
-        CallGuard guard(model);
-        if (llmodel_status s = guard.check()) return s;
-        if (llmodel_status s = check_no_stream(model)) return s;
-        const llmodel_generate_params p = params ? *params : llmodel_generate_default_params();
-        if (llmodel_status s = validate_generate_params(p)) return s;
-        std::vector<llama_token> tokens;
-        if (llmodel_status s = make_prompt(p, tokens)) return s;
-        auto g = std::make_unique<llmodel_stream>();
-        g->m = model;
-        g->p = p;
-        if (llmodel_status s = start_stream(*g, tokens, on_prompt, user_data)) return s;
-        model->stream = g.get();
-        *out = g.release();
+// A prompt given as text, tokenized with the params' special-token settings.
+auto text_prompt(const llmodel_model *model, const char *prompt, size_t prompt_len) {
+    return [=](const llmodel_generate_params &p, std::vector<llama_token> &tokens) -> llmodel_status {
+        LLMODEL_REQUIRE(prompt || prompt_len == 0, "prompt is NULL");
+        return tokenize_impl(model, prompt ? prompt : "", prompt_len, p.add_special, p.parse_special, tokens);
+    };
+}
+
+// A prompt given as tokens.
+auto token_prompt(const llmodel_token *tokens, size_t n_tokens) {
+    return [=](const llmodel_generate_params &, std::vector<llama_token> &prompt) -> llmodel_status {
+        LLMODEL_REQUIRE(tokens || n_tokens == 0, "tokens is NULL");
+        prompt.assign(tokens, tokens + n_tokens);
         return LLMODEL_OK;
-    });
+    };
+}
+
+template <class MakePrompt>
+llmodel_status generate_entry(llmodel_model *model, const llmodel_generate_params *params,
+                              const MakePrompt &make_prompt, llmodel_prompt_callback on_prompt,
+                              llmodel_response_callback on_response, void *user_data,
+                              llmodel_generate_result *result) {
+    return begin_generation(model, params, make_prompt,
+                            [&](const llmodel_generate_params &p, const std::vector<llama_token> &tokens) {
+                                return generate_impl(model, tokens, p, on_prompt, on_response, user_data, result);
+                            });
+}
+
+template <class MakePrompt>
+llmodel_status stream_entry(llmodel_model *model, const llmodel_generate_params *params,
+                            const MakePrompt &make_prompt, llmodel_prompt_callback on_prompt, void *user_data,
+                            llmodel_stream **out) {
+    LLMODEL_REQUIRE(out, "out is NULL");
+    *out = nullptr;
+    return begin_generation(model, params, make_prompt,
+                            [&](const llmodel_generate_params &p, const std::vector<llama_token> &tokens) {
+                                auto g = std::make_unique<llmodel_stream>();
+                                g->m = model;
+                                g->p = p;
+                                if (llmodel_status s = start_stream(*g, tokens, on_prompt, user_data)) return s;
+                                model->stream = g.get();
+                                *out = g.release();
+                                return LLMODEL_OK;
+                            });
 }
 
 } // namespace
@@ -880,11 +901,8 @@ LLMODEL_API llmodel_status llmodel_generate(llmodel_model *model, const char *pr
                                             llmodel_prompt_callback on_prompt,
                                             llmodel_response_callback on_response, void *user_data,
                                             llmodel_generate_result *result) {
-    auto make_prompt = [&](const llmodel_generate_params &p, std::vector<llama_token> &tokens) -> llmodel_status {
-        LLMODEL_REQUIRE(prompt || prompt_len == 0, "prompt is NULL");
-        return tokenize_impl(model, prompt ? prompt : "", prompt_len, p.add_special, p.parse_special, tokens);
-    };
-    return generate_entry(model, params, make_prompt, on_prompt, on_response, user_data, result);
+    return generate_entry(model, params, text_prompt(model, prompt, prompt_len), on_prompt, on_response, user_data,
+                          result);
 }
 
 LLMODEL_API llmodel_status llmodel_generate_tokens(llmodel_model *model, const llmodel_token *tokens,
@@ -892,35 +910,21 @@ LLMODEL_API llmodel_status llmodel_generate_tokens(llmodel_model *model, const l
                                                    llmodel_prompt_callback on_prompt,
                                                    llmodel_response_callback on_response, void *user_data,
                                                    llmodel_generate_result *result) {
-    auto make_prompt = [&](const llmodel_generate_params &, std::vector<llama_token> &prompt) -> llmodel_status {
-        LLMODEL_REQUIRE(tokens || n_tokens == 0, "tokens is NULL");
-        prompt.assign(tokens, tokens + n_tokens);
-        return LLMODEL_OK;
-    };
-    return generate_entry(model, params, make_prompt, on_prompt, on_response, user_data, result);
+    return generate_entry(model, params, token_prompt(tokens, n_tokens), on_prompt, on_response, user_data, result);
 }
 
 LLMODEL_API llmodel_status llmodel_stream_begin(llmodel_model *model, const char *prompt, size_t prompt_len,
                                                 const llmodel_generate_params *params,
                                                 llmodel_prompt_callback on_prompt, void *user_data,
                                                 llmodel_stream **out) {
-    auto make_prompt = [&](const llmodel_generate_params &p, std::vector<llama_token> &tokens) -> llmodel_status {
-        LLMODEL_REQUIRE(prompt || prompt_len == 0, "prompt is NULL");
-        return tokenize_impl(model, prompt ? prompt : "", prompt_len, p.add_special, p.parse_special, tokens);
-    };
-    return stream_entry(model, params, make_prompt, on_prompt, user_data, out);
+    return stream_entry(model, params, text_prompt(model, prompt, prompt_len), on_prompt, user_data, out);
 }
 
 LLMODEL_API llmodel_status llmodel_stream_begin_tokens(llmodel_model *model, const llmodel_token *tokens,
                                                        size_t n_tokens, const llmodel_generate_params *params,
                                                        llmodel_prompt_callback on_prompt, void *user_data,
                                                        llmodel_stream **out) {
-    auto make_prompt = [&](const llmodel_generate_params &, std::vector<llama_token> &prompt) -> llmodel_status {
-        LLMODEL_REQUIRE(tokens || n_tokens == 0, "tokens is NULL");
-        prompt.assign(tokens, tokens + n_tokens);
-        return LLMODEL_OK;
-    };
-    return stream_entry(model, params, make_prompt, on_prompt, user_data, out);
+    return stream_entry(model, params, token_prompt(tokens, n_tokens), on_prompt, user_data, out);
 }
 
 LLMODEL_API llmodel_status llmodel_stream_next(llmodel_stream *stream, llmodel_token *token, const char **text,

@@ -327,15 +327,9 @@ class LLModel:
         result = native.GenerateResult()
         with self._lock:
             self._end_stream()
-            h = self._h()
-            if isinstance(prompt, str):
-                data = prompt.encode("utf-8")
-                status = self._lib.llmodel_generate(h, data, len(data), byref(p), c_progress, c_response, None,
-                                                    byref(result))
-            else:
-                toks = (c_int32 * len(prompt))(*prompt)
-                status = self._lib.llmodel_generate_tokens(h, toks, len(prompt), byref(p), c_progress, c_response,
-                                                           None, byref(result))
+            is_text, data, n = _native_prompt(prompt)
+            fn = self._lib.llmodel_generate if is_text else self._lib.llmodel_generate_tokens
+            status = fn(self._h(), data, n, byref(p), c_progress, c_response, None, byref(result))
         if failure:
             raise failure[0]
         native.check(status)
@@ -353,14 +347,9 @@ class LLModel:
         ptr = native.StreamPtr()
         with self._lock:
             self._end_stream()
-            h = self._h()
-            if isinstance(prompt, str):
-                data = prompt.encode("utf-8")
-                status = self._lib.llmodel_stream_begin(h, data, len(data), byref(p), c_progress, None, byref(ptr))
-            else:
-                toks = (c_int32 * len(prompt))(*prompt)
-                status = self._lib.llmodel_stream_begin_tokens(h, toks, len(prompt), byref(p), c_progress, None,
-                                                               byref(ptr))
+            is_text, data, n = _native_prompt(prompt)
+            fn = self._lib.llmodel_stream_begin if is_text else self._lib.llmodel_stream_begin_tokens
+            status = fn(self._h(), data, n, byref(p), c_progress, None, byref(ptr))
             if failure:
                 self._lib.llmodel_stream_end(ptr, None)
                 raise failure[0]
@@ -368,6 +357,14 @@ class LLModel:
             stream = TokenStream(self, ptr)
             self._stream = weakref.ref(stream)
         return stream
+
+
+def _native_prompt(prompt: Union[str, Sequence[int]]) -> Tuple[bool, Any, int]:
+    """(is it text, the bytes or token array, its length) for the C calls."""
+    if isinstance(prompt, str):
+        data = prompt.encode("utf-8")
+        return True, data, len(data)
+    return False, (c_int32 * len(prompt))(*prompt), len(prompt)
 
 
 def _progress_callback(on_progress: Optional[ProgressCallback], failure: List[BaseException]) -> Any:
