@@ -231,3 +231,18 @@ def test_prompt_batch_size_changes_speed_not_the_reply(smollm2):
     stats = smollm2.last_generation
     assert stats.n_evaluated > 100
     assert text == replies[8] == replies[512]
+
+
+def test_a_dropped_native_stream_frees_the_model(smollm2):
+    import gc
+
+    stream = smollm2.model.stream(PROMPT, n_predict=20, temp=0)
+    assert stream.next() is not None
+    del stream
+    gc.collect()
+    assert "Paris" in smollm2.generate(PROMPT, max_tokens=8, temp=0)
+    # and an explicit one: closed by the next call on the model, then inert
+    stream = smollm2.model.stream(PROMPT, n_predict=20, temp=0)
+    smollm2.model.reset()
+    assert stream.closed and stream.next() is None
+    assert stream.close().stop_reason == "callback"

@@ -387,8 +387,9 @@ def _stats(result: "native.GenerateResult") -> GenerationStats:
                            result.prompt_ms, result.generate_ms)
 
 
-def _end_native_stream(lib: ctypes.CDLL, ptr: "ctypes._Pointer") -> None:
-    lib.llmodel_stream_end(ptr, None)
+def _end_native_stream(lib: ctypes.CDLL, ptr: "ctypes._Pointer", lock: "threading.RLock") -> None:
+    with lock:  # never while another thread is in a call on the model (that would fail as busy)
+        lib.llmodel_stream_end(ptr, None)
 
 
 class TokenStream:
@@ -397,7 +398,7 @@ class TokenStream:
     def __init__(self, model: LLModel, ptr: "ctypes._Pointer"):
         self._model = model
         self._ptr: Optional["ctypes._Pointer"] = ptr
-        self._finalizer = weakref.finalize(self, _end_native_stream, model._lib, ptr)
+        self._finalizer = weakref.finalize(self, _end_native_stream, model._lib, ptr, model._lock)
         self.stats: Optional[GenerationStats] = None
         self._token = c_int32()
         self._text = ctypes.c_void_p()
