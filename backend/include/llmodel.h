@@ -63,8 +63,9 @@
 extern "C" {
 #endif
 
-/* Bumped whenever a struct or a signature in this header changes. */
-#define LLMODEL_ABI_VERSION 1
+/* Bumped whenever a struct or a signature in this header changes, or
+ * functions are added (2: the llmodel_stream_* functions). */
+#define LLMODEL_ABI_VERSION 2
 
 /* ------------------------------------------------------------------ types */
 

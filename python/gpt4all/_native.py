@@ -18,7 +18,7 @@ from typing import Any, List, Optional
 
 from . import errors
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 LIBRARY_ENV = "GPT4ALL_LIBRARY"  # a path to the llmodel library, or to its folder
 
 TOKEN_NONE = -1
@@ -252,7 +252,10 @@ def _open(path: Path) -> ctypes.CDLL:
         raise errors.LibraryNotFoundError(
             f"{path} has ABI version {abi()}, but this gpt4all package needs {ABI_VERSION}; rebuild the library")
     for name, restype, argtypes in _FUNCTIONS:
-        fn = getattr(lib, name)
+        try:
+            fn = getattr(lib, name)
+        except AttributeError:
+            raise errors.LibraryNotFoundError(f"{path} lacks {name}(); rebuild the library") from None
         fn.restype = restype
         fn.argtypes = argtypes
     lib.llmodel_set_log_callback(_log_callback, None)
