@@ -43,9 +43,10 @@ def llama_cpp_tree() -> Path:
     return Path(out.strip().splitlines()[-1])
 
 
-def build_native() -> Path:
+def build_native(tree: Path) -> Path:
+    """Builds with CMake against the llama.cpp tree; returns the folder of the libraries."""
     build_dir = Path(os.environ.get("GPT4ALL_BUILD_DIR", ROOT / "build-wheel"))
-    cmake_args = ["-DLLMODEL_BUILD_TESTS=OFF", f"-DLLAMA_CPP_DIR={llama_cpp_tree()}"]
+    cmake_args = ["-DLLMODEL_BUILD_TESTS=OFF", f"-DLLAMA_CPP_DIR={tree}"]
     cmake_args += shlex.split(os.environ.get("CMAKE_ARGS", ""))
     # Ninja where it needs no setup; on Windows CMake's default (Visual Studio) finds MSVC by itself
     cache = build_dir / "CMakeCache.txt"
@@ -76,14 +77,16 @@ class BuildPyWithNative(build_py):
         super().run()
         # an editable install imports the package from the source tree: the
         # libraries go there (git ignores them)
-        package = ROOT / "python" / "gpt4all" if getattr(self, "editable_mode", False) else Path(self.build_lib) / "gpt4all"
+        editable = getattr(self, "editable_mode", False)
+        package = ROOT / "python" / "gpt4all" if editable else Path(self.build_lib) / "gpt4all"
         lib_dir = package / "lib"
         lib_dir.mkdir(parents=True, exist_ok=True)
-        for path in build_native().iterdir():
+        tree = llama_cpp_tree()
+        for path in build_native(tree).iterdir():
             if path.is_file() and any(s in path.name for s in LIB_SUFFIXES):
                 shutil.copy2(path, lib_dir / path.name, follow_symlinks=True)
         # the libraries are llama.cpp's too: its licence travels with them
-        shutil.copy2(llama_cpp_tree() / "LICENSE", lib_dir / "LICENSE.llama.cpp")
+        shutil.copy2(tree / "LICENSE", lib_dir / "LICENSE.llama.cpp")
 
 
 class SdistWithLlamaCpp(sdist):
