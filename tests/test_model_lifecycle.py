@@ -184,3 +184,12 @@ def test_langchain_wrapper_call_pattern(smollm2_path):
         assert client.last_generation.n_generated == 16
     finally:
         client.close()
+
+
+def test_a_library_that_is_not_llmodel_is_refused_by_name():
+    from conftest import ROOT
+
+    other = next((ROOT / "build" / "bin").glob("*ggml-base.*"))  # a real shared library, but not llmodel
+    r = run_python("from gpt4all import GPT4All\nGPT4All.list_gpus()", env_extra={"GPT4ALL_LIBRARY": str(other)})
+    assert r.returncode != 0
+    assert "LibraryNotFoundError" in r.stderr and "llmodel_abi_version" in r.stderr, r.stderr

@@ -246,16 +246,21 @@ def _open(path: Path) -> ctypes.CDLL:
     if sys.platform == "win32":
         os.add_dll_directory(str(path.parent))  # the ggml DLLs sit beside it
     lib = ctypes.CDLL(str(path))
-    abi = lib.llmodel_abi_version
+
+    def symbol(name: str) -> Any:
+        try:
+            return getattr(lib, name)
+        except AttributeError:
+            raise errors.LibraryNotFoundError(
+                f"{path} is not the llmodel library this package needs: it lacks {name}(); rebuild it") from None
+
+    abi = symbol("llmodel_abi_version")
     abi.restype, abi.argtypes = c_int32, []
     if abi() != ABI_VERSION:
         raise errors.LibraryNotFoundError(
             f"{path} has ABI version {abi()}, but this gpt4all package needs {ABI_VERSION}; rebuild the library")
     for name, restype, argtypes in _FUNCTIONS:
-        try:
-            fn = getattr(lib, name)
-        except AttributeError:
-            raise errors.LibraryNotFoundError(f"{path} lacks {name}(); rebuild the library") from None
+        fn = symbol(name)
         fn.restype = restype
         fn.argtypes = argtypes
     lib.llmodel_set_log_callback(_log_callback, None)
