@@ -261,3 +261,12 @@ def test_not_enough_disk_space_is_reported_before_writing(server, tmp_path, monk
         download_model("m.gguf", tmp_path, verbose=False, url=server + "/good.bin", expected_size=len(DATA))
     assert str(tmp_path) in str(info.value)
     assert files(tmp_path) == []
+
+
+def test_a_bad_registry_timeout_setting_is_named(monkeypatch):
+    from gpt4all import InvalidArgumentError
+    from gpt4all.models import list_models
+
+    monkeypatch.setenv("GPT4ALL_REGISTRY_TIMEOUT", "soon")
+    with pytest.raises(InvalidArgumentError, match="GPT4ALL_REGISTRY_TIMEOUT"):
+        list_models(url="http://127.0.0.1:9/models.json")

@@ -138,16 +138,14 @@ _PINNED = ("sha256sum", "md5sum", "filesize", "sources", "default")
 
 def merge_registries(bundled: List[ConfigType], remote: List[ConfigType]) -> List[ConfigType]:
     """Bundled entries updated by remote ones of the same file, then new ones."""
-    by_file = {e["filename"]: e for e in bundled}
     merged = [dict(e) for e in bundled]
     index = {e["filename"]: i for i, e in enumerate(merged)}
     for entry in remote:
         name = entry["filename"]
         if name in index:
-            own = by_file[name]
-            # a file this package already knows keeps its own hashes and sources
+            # a file already listed keeps its hashes and sources
             fresh = {k: v for k, v in entry.items() if k not in _PINNED}
-            merged[index[name]] = {**own, **fresh}
+            merged[index[name]].update(fresh)
         else:
             index[name] = len(merged)
             merged.append(entry)
