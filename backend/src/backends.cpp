@@ -222,7 +222,19 @@ void load_cpu_backend(const fs::path &dir) {
     }
     fs::path best;
     int best_score = 0;
+    // $LLMODEL_CPU_VARIANT picks one variant by name ("haswell", ...) instead of the best-scoring one.
+    const char *forced = std::getenv("LLMODEL_CPU_VARIANT");
+    const std::string want = forced ? forced : "";
     for (const auto &path : backend_files(dir, "cpu")) {
+        const std::string file = path.filename().string();
+        if (!want.empty() && file != std::string(kLibPrefix) + "cpu-" + want + kLibExt) continue;
+        if (want.empty() && file.find("sapphirerapids") != std::string::npos) {
+            // Its AMX matrix kernels die with SIGILL (tilezero on unconfigured
+            // tiles) in this llama.cpp on AMX hosts; the AVX-512 VNNI/BF16
+            // variants (cooperlake, zen4) serve these CPUs without AMX.
+            debug_log("llmodel: skipping " + file + " (AMX); LLMODEL_CPU_VARIANT=sapphirerapids forces it");
+            continue;
+        }
         DynLib lib(path);
         if (!lib.handle) {
             debug_log("llmodel: cannot open " + path.string() + ": " + lib.error);
