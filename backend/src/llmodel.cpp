@@ -12,6 +12,7 @@
 #include <new>
 #include <string>
 #include <sys/stat.h>
+#include <thread>
 #include <vector>
 
 #include "gguf.h"
@@ -21,8 +22,17 @@ using namespace llmodel;
 
 struct llmodel_stream;
 
+// The guard state of a model (llmodel_model::state).
+enum : int {
+    kBusy = 1,         // a call is running on the model
+    kFreePending = 2,  // freed during a call: the call frees it as it returns
+    kClosePending = 4, // closed from inside one of its own callbacks
+};
+
 struct llmodel_model {
-    std::atomic<bool> busy{false};
+    std::atomic<int> state{0};
+    std::atomic<std::thread::id> owner{}; // the thread inside the running call
+    std::atomic<bool> cancel{false};      // llmodel_cancel: the running call stops early
     bool closed = false;
     llmodel_stream *stream = nullptr; // the open stream, if any: it owns the cache until it ends
     llama_model *model = nullptr;
@@ -35,6 +45,10 @@ struct llmodel_model {
     int32_t n_gpu_layers = 0;
     std::string arch, name, chat_template, backend, device, device_description;
     bool has_chat_template = false;
+    // a mapped file must stay as it was loaded: what it looked like then
+    std::string path;
+    bool mapped = false;
+    struct stat file_stat {};
 
     void release() {
         if (ctx) llama_free(ctx);
@@ -45,23 +59,45 @@ struct llmodel_model {
         tokens.clear();
         closed = true;
     }
+    // Whether the running call must stop now (cancelled, closed or freed meanwhile).
+    bool stop_requested() const {
+        return cancel.load(std::memory_order_relaxed) ||
+               (state.load(std::memory_order_relaxed) & (kFreePending | kClosePending)) != 0;
+    }
     ~llmodel_model() { release(); }
 };
 
+// Frees a model; a stream still open on it is detached and outlives it.
+static void destroy_model(llmodel_model *m);
+
 namespace {
 
-// Holds a handle for one call; a second concurrent call is refused.
+// Holds a handle for one call; a second concurrent call is refused. A close
+// or free asked for during the call (from a callback, or a free from another
+// thread) is carried out here, as the call returns.
 class CallGuard {
 public:
     explicit CallGuard(const llmodel_model *m) : m_(const_cast<llmodel_model *>(m)) {
-        acquired_ = !m_->busy.exchange(true, std::memory_order_acquire);
+        int idle = 0;
+        acquired_ = m_->state.compare_exchange_strong(idle, kBusy, std::memory_order_acquire);
+        if (acquired_) {
+            m_->owner.store(std::this_thread::get_id(), std::memory_order_relaxed);
+            m_->cancel.store(false, std::memory_order_relaxed); // a cancel targets the call it found running
+        }
     }
     ~CallGuard() {
-        if (acquired_) m_->busy.store(false, std::memory_order_release);
+        if (!acquired_) return;
+        if (m_->state.load(std::memory_order_relaxed) & kClosePending) m_->release(); // set on this thread only
+        m_->owner.store(std::thread::id(), std::memory_order_relaxed);
+        const int prev = m_->state.fetch_and(~(kBusy | kClosePending), std::memory_order_acq_rel);
+        if (prev & kFreePending) destroy_model(m_);
     }
     // The status to return right away, or LLMODEL_OK to go on.
     llmodel_status check() const {
         if (!acquired_) {
+            if (m_->state.load(std::memory_order_relaxed) & kFreePending) {
+                return fail(LLMODEL_ERR_CLOSED, "the model is being freed");
+            }
             return fail(LLMODEL_ERR_BUSY, "another call is in progress on this model "
                                           "(one call at a time per model handle)");
         }
@@ -224,6 +260,7 @@ llmodel_status validate_generate_params(const llmodel_generate_params &p) {
     LLMODEL_REQUIRE(p.n_predict >= -1, "n_predict must be -1 or more");
     LLMODEL_REQUIRE(p.n_batch >= 0, "n_batch must be 0 or more");
     LLMODEL_REQUIRE(p.n_keep >= 0, "n_keep must be 0 or more");
+    LLMODEL_REQUIRE(p.top_k >= -1, "top_k must be -1 or more");
     return LLMODEL_OK;
 }
 
@@ -242,7 +279,8 @@ class TokenSampler {
 public:
     TokenSampler(const llmodel_model *m, const llmodel_generate_params &p)
         : n_vocab_(llama_vocab_n_tokens(m->vocab)), penalty_(p.repeat_penalty), greedy_(p.temp <= 0.0f) {
-        const int32_t last_n = p.repeat_last_n < 0 ? m->n_ctx : p.repeat_last_n;
+        // the window never needs to be longer than the context
+        const int32_t last_n = p.repeat_last_n < 0 ? m->n_ctx : std::min(p.repeat_last_n, m->n_ctx);
         if (penalty_ != 1.0f && last_n > 0) {
             window_.assign(static_cast<size_t>(last_n), LLAMA_TOKEN_NULL);
             counts_.assign(static_cast<size_t>(n_vocab_), 0);
@@ -334,13 +372,15 @@ void forget_all(llmodel_model *m) {
 }
 
 llmodel_status decode_failed(llmodel_model *m, int32_t ret, const LogCapture &capture) {
+    // aborted: llama.cpp took the batch's entries out again, and m->tokens
+    // never had them, so what stays cached is still right
+    if (ret == 2) return fail(LLMODEL_ERR_CANCELLED, "the call was cancelled");
     forget_all(m); // the cache may be half-written: start the next call clean
     std::string why = last_lines(capture.text());
     if (ret == 1) {
         return fail(LLMODEL_ERR_CONTEXT_OVERFLOW, "no room left in the context for the batch" +
                                                       (why.empty() ? std::string() : " (" + why + ")"));
     }
-    if (ret == 2) return fail(LLMODEL_ERR_CANCELLED, "evaluation was aborted");
     return fail(LLMODEL_ERR_BACKEND, "llama_decode failed with code " + std::to_string(ret) +
                                          (why.empty() ? std::string() : ": " + why));
 }
@@ -375,6 +415,33 @@ void finish_stream(llmodel_stream &g, llmodel_stop_reason reason) {
     g.pending.clear();
 }
 
+// After the common prefix (keep tokens), a chat whose oldest turns were
+// dropped continues with cached tokens further on: finds the shortest gap
+// whose removal lines the cache up with the prompt again, takes it out of the
+// cache and shifts what follows into place, instead of evaluating it all
+// again. Returns the new length of the reused prefix.
+size_t reuse_after_gap(llmodel_model *m, const std::vector<llama_token> &prompt, size_t keep) {
+    llama_memory_t mem = llama_get_memory(m->ctx);
+    const size_t n_cached = m->tokens.size();
+    if (keep >= n_cached || keep >= prompt.size() || !llama_memory_can_shift(mem)) return keep;
+    // a match must run this far (or to the end of the cache) to be trusted
+    const size_t min_run = std::min<size_t>(64, prompt.size() - keep);
+    for (size_t gap = 1; keep + gap < n_cached; ++gap) {
+        size_t run = 0;
+        while (keep + gap + run < n_cached && keep + run < prompt.size() &&
+               m->tokens[keep + gap + run] == prompt[keep + run]) {
+            ++run;
+        }
+        if (run == 0 || (run < min_run && keep + gap + run < n_cached)) continue;
+        const llama_pos from = static_cast<llama_pos>(keep), to = static_cast<llama_pos>(keep + gap);
+        if (!llama_memory_seq_rm(mem, 0, from, to)) return keep;
+        llama_memory_seq_add(mem, 0, to, static_cast<llama_pos>(n_cached), -static_cast<llama_pos>(gap));
+        m->tokens.erase(m->tokens.begin() + keep, m->tokens.begin() + keep + gap);
+        return keep + run;
+    }
+    return keep;
+}
+
 // Evaluates the prompt (reusing the cached prefix) and readies the sampler.
 llmodel_status start_stream(llmodel_stream &g, const std::vector<llama_token> &prompt,
                             llmodel_prompt_callback on_prompt, void *user_data) {
@@ -399,6 +466,7 @@ llmodel_status start_stream(llmodel_stream &g, const std::vector<llama_token> &p
     // Reuse the cached prefix; at least one token is evaluated, for its logits.
     size_t keep = 0;
     while (keep < m->tokens.size() && keep < prompt.size() && m->tokens[keep] == prompt[keep]) ++keep;
+    if (p.reuse_shifted) keep = reuse_after_gap(m, prompt, keep);
     if (keep == prompt.size()) --keep;
     if (keep < m->tokens.size()) {
         if (!llama_memory_seq_rm(llama_get_memory(m->ctx), 0, static_cast<llama_pos>(keep), -1)) {
@@ -413,9 +481,16 @@ llmodel_status start_stream(llmodel_stream &g, const std::vector<llama_token> &p
     const int32_t n_batch = (p.n_batch <= 0 || p.n_batch > m->n_batch) ? m->n_batch : p.n_batch;
     const int32_t n_todo = static_cast<int32_t>(prompt.size() - keep);
     for (size_t i = keep; i < prompt.size();) {
+        if (m->stop_requested()) {
+            res.n_past = static_cast<int32_t>(m->tokens.size());
+            return fail(LLMODEL_ERR_CANCELLED, "the call was cancelled");
+        }
         const int32_t n = std::min<int32_t>(n_batch, static_cast<int32_t>(prompt.size() - i));
         int32_t ret = llama_decode(m->ctx, llama_batch_get_one(const_cast<llama_token *>(&prompt[i]), n));
-        if (ret != 0) return decode_failed(m, ret, capture);
+        if (ret != 0) {
+            res.n_past = static_cast<int32_t>(m->tokens.size());
+            return decode_failed(m, ret, capture);
+        }
         m->tokens.insert(m->tokens.end(), prompt.begin() + i, prompt.begin() + i + n);
         i += n;
         res.n_evaluated += n;
@@ -450,6 +525,7 @@ llmodel_status step_stream(llmodel_stream &g, llmodel_token *token, bool *done) 
         return LLMODEL_OK;
     };
     if (p.n_predict >= 0 && res.n_generated >= p.n_predict) return finish(LLMODEL_STOP_LENGTH);
+    if (m->stop_requested()) return finish(LLMODEL_STOP_CANCELLED);
     if (g.undecoded != LLAMA_TOKEN_NULL) {
         // the token handed out last time goes into the cache only now, when
         // the caller wants another
@@ -459,6 +535,7 @@ llmodel_status step_stream(llmodel_stream &g, llmodel_token *token, bool *done) 
         LogCapture capture;
         llama_token tok = g.undecoded;
         int32_t ret = llama_decode(m->ctx, llama_batch_get_one(&tok, 1));
+        if (ret == 2) return finish(LLMODEL_STOP_CANCELLED); // the token never reached the cache
         if (ret != 0) {
             g.finished = true;
             return decode_failed(m, ret, capture);
@@ -539,6 +616,21 @@ llmodel_status check_model(const llmodel_model *m) {
     return LLMODEL_OK;
 }
 
+// The weights of a mapped file are read from the file itself: a file cut
+// short while mapped would kill the process with SIGBUS on the next read.
+// Checked before each generation (it cannot be excluded, only made unlikely).
+llmodel_status check_file_unchanged(const llmodel_model *m) {
+    if (!m->mapped) return LLMODEL_OK;
+    struct stat now;
+    if (stat(m->path.c_str(), &now) != 0 || now.st_size != m->file_stat.st_size ||
+        now.st_ino != m->file_stat.st_ino || now.st_mtime != m->file_stat.st_mtime) {
+        return fail(LLMODEL_ERR_INVALID_FILE, "the model file " + m->path + " changed on disk since it was loaded "
+                                              "(it is memory-mapped, so it must not change): load it again, or load "
+                                              "with use_mmap=false to keep a private copy in memory");
+    }
+    return LLMODEL_OK;
+}
+
 // Calls that change the cache wait for an open stream to end.
 llmodel_status check_no_stream(const llmodel_model *m) {
     if (m->stream) {
@@ -557,6 +649,7 @@ llmodel_status begin_generation(llmodel_model *model, const llmodel_generate_par
         CallGuard guard(model);
         if (llmodel_status s = guard.check()) return s;
         if (llmodel_status s = check_no_stream(model)) return s;
+        if (llmodel_status s = check_file_unchanged(model)) return s;
         const llmodel_generate_params p = params ? *params : llmodel_generate_default_params();
         if (llmodel_status s = validate_generate_params(p)) return s;
         std::vector<llama_token> tokens;
@@ -613,6 +706,14 @@ llmodel_status stream_entry(llmodel_model *model, const llmodel_generate_params 
 
 } // namespace
 
+static void destroy_model(llmodel_model *m) {
+    try {
+        if (m->stream) m->stream->m = nullptr; // the stream outlives it, detached
+        delete m;
+    } catch (...) {
+    }
+}
+
 extern "C" {
 
 LLMODEL_API llmodel_load_params llmodel_load_default_params(void) {
@@ -641,6 +742,7 @@ LLMODEL_API llmodel_generate_params llmodel_generate_default_params(void) {
     p.n_keep = 0;
     p.parse_special = true;
     p.add_special = true;
+    p.reuse_shifted = false;
     return p;
 }
 
@@ -653,7 +755,8 @@ LLMODEL_API llmodel_status llmodel_model_load(const char *path, const llmodel_lo
         const llmodel_load_params p = params ? *params : llmodel_load_default_params();
         LLMODEL_REQUIRE(p.n_ctx >= 0, "n_ctx must be 0 or more");
         LLMODEL_REQUIRE(p.n_batch >= 1, "n_batch must be 1 or more");
-        LLMODEL_REQUIRE(p.n_threads >= 0, "n_threads must be 0 or more");
+        LLMODEL_REQUIRE(p.n_threads >= 0 && p.n_threads <= LLMODEL_MAX_THREADS,
+                        "n_threads must be between 0 and " + std::to_string(LLMODEL_MAX_THREADS));
         LLMODEL_REQUIRE(p.n_gpu_layers >= -1, "n_gpu_layers must be -1 or more");
 
         ensure_backends();
@@ -687,6 +790,9 @@ LLMODEL_API llmodel_status llmodel_model_load(const char *path, const llmodel_lo
                                                           (why.empty() ? "" : ": " + why));
             }
         }
+        m->path = path;
+        m->mapped = p.use_mmap && llama_supports_mmap();
+        if (m->mapped && stat(path, &m->file_stat) != 0) m->mapped = false;
         m->vocab = llama_model_get_vocab(m->model);
         m->arch = meta_string(m->model, "general.architecture");
         m->name = meta_string(m->model, "general.name");
@@ -725,6 +831,10 @@ LLMODEL_API llmodel_status llmodel_model_load(const char *path, const llmodel_lo
                                                            (why.empty() ? "" : ": " + why));
             }
         }
+        // ggml checks this between the nodes of a graph: a cancel, close or
+        // free stops a long prompt step within milliseconds
+        llama_set_abort_callback(
+            m->ctx, [](void *data) { return static_cast<const llmodel_model *>(data)->stop_requested(); }, m.get());
         m->n_batch = static_cast<int32_t>(llama_n_batch(m->ctx));
         m->n_ctx = std::min(n_ctx, static_cast<int32_t>(llama_n_ctx(m->ctx)));
         const int32_t n_layer = llama_model_n_layer(m->model);
@@ -751,19 +861,32 @@ LLMODEL_API llmodel_status llmodel_model_close(llmodel_model *model) {
     return guarded([&]() -> llmodel_status {
         if (llmodel_status s = check_model(model)) return s;
         CallGuard guard(model);
-        if (model->closed) return LLMODEL_OK;
-        if (llmodel_status s = guard.check()) return s;
+        if (llmodel_status s = guard.check()) {
+            if (s == LLMODEL_ERR_CLOSED && model->closed) return LLMODEL_OK; // closing twice is a no-op
+            // from inside one of its own callbacks: the running call stops and closes it as it returns
+            if (s == LLMODEL_ERR_BUSY && model->owner.load() == std::this_thread::get_id()) {
+                model->state.fetch_or(kClosePending);
+                return LLMODEL_OK;
+            }
+            return s;
+        }
         model->release();
         return LLMODEL_OK;
     });
 }
 
 LLMODEL_API void llmodel_model_free(llmodel_model *model) {
-    try {
-        if (model && model->stream) model->stream->m = nullptr; // the stream outlives it, detached
-        delete model;
-    } catch (...) {
-    }
+    if (!model) return;
+    // during a call (a callback's, or another thread's): that call stops and frees it as it returns
+    if (model->state.fetch_or(kFreePending) & kBusy) return;
+    destroy_model(model);
+}
+
+LLMODEL_API llmodel_status llmodel_cancel(llmodel_model *model) {
+    // only an atomic store: safe from any thread and from a signal handler
+    if (!model) return LLMODEL_ERR_INVALID_ARGUMENT;
+    model->cancel.store(true, std::memory_order_relaxed);
+    return LLMODEL_OK;
 }
 
 LLMODEL_API llmodel_status llmodel_model_get_info(const llmodel_model *model, llmodel_model_info *out) {
@@ -955,9 +1078,10 @@ LLMODEL_API llmodel_status llmodel_stream_end(llmodel_stream *stream, llmodel_ge
         if (m) {
             CallGuard guard(m);
             if (llmodel_status s = guard.check()) {
-                if (s == LLMODEL_ERR_BUSY) {
-                    owned.release(); // still in use by another thread: leave it to the caller's retry
-                    return s;
+                if (s == LLMODEL_ERR_BUSY || (s == LLMODEL_ERR_CLOSED && !m->closed)) {
+                    // still in use (or being freed) by another call: leave it to the caller's retry
+                    owned.release();
+                    return fail(LLMODEL_ERR_BUSY, "another call is in progress on the stream's model");
                 }
             }
             if (!m->closed) stop_stream(*stream);
@@ -1060,7 +1184,8 @@ LLMODEL_API llmodel_status llmodel_state_load(llmodel_model *model, const void *
 LLMODEL_API llmodel_status llmodel_set_threads(llmodel_model *model, int32_t n_threads) {
     return guarded([&]() -> llmodel_status {
         if (llmodel_status s = check_model(model)) return s;
-        LLMODEL_REQUIRE(n_threads >= 1, "n_threads must be 1 or more");
+        LLMODEL_REQUIRE(n_threads >= 1 && n_threads <= LLMODEL_MAX_THREADS,
+                        "n_threads must be between 1 and " + std::to_string(LLMODEL_MAX_THREADS));
         CallGuard guard(model);
         if (llmodel_status s = guard.check()) return s;
         llama_set_n_threads(model->ctx, n_threads, n_threads);

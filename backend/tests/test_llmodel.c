@@ -434,6 +434,61 @@ static void test_stream(llmodel_model *m, const char *model_path) {
     }
 }
 
+/* Cancelling, closing and freeing from inside a call's own callback. */
+typedef struct {
+    llmodel_model *m;
+    int n;
+    int at;     /* act on this token */
+    int action; /* 0: cancel, 1: close, 2: free */
+} act_t;
+
+static bool act_on_token(llmodel_token token, const char *piece, size_t len, void *ud) {
+    act_t *a = (act_t *)ud;
+    (void)token, (void)piece, (void)len;
+    if (++a->n == a->at) {
+        if (a->action == 0) CHECK(llmodel_cancel(a->m) == LLMODEL_OK, "cancel");
+        if (a->action == 1) CHECK(llmodel_model_close(a->m) == LLMODEL_OK, "close inside a callback");
+        if (a->action == 2) llmodel_model_free(a->m);
+    }
+    return true; /* it is the cancel, close or free that stops the call */
+}
+
+static void test_cancel_close_free_in_callbacks(const char *model_path) {
+    llmodel_generate_params gp = greedy(40);
+    llmodel_generate_result res;
+    act_t a;
+    int action;
+    CHECK(llmodel_cancel(NULL) == LLMODEL_ERR_INVALID_ARGUMENT, "cancel NULL");
+    for (action = 0; action < 3; ++action) {
+        llmodel_model *m = load(model_path, 256);
+        if (!m) return;
+        memset(&a, 0, sizeof a);
+        a.m = m;
+        a.at = 3;
+        a.action = action;
+        memset(&res, 0, sizeof res);
+        CHECK(llmodel_generate(m, "Count: 1, 2, 3,", 15, &gp, NULL, act_on_token, &a, &res) == LLMODEL_OK,
+              "generate with action %d: %s", action, llmodel_last_error());
+        CHECK(a.n == 3 && res.n_generated == 3 && res.stop_reason == LLMODEL_STOP_CANCELLED,
+              "action %d stopped after %d tokens, reason %d", action, a.n, (int)res.stop_reason);
+        if (action == 0) { /* cancelled: the next call runs normally */
+            memset(&res, 0, sizeof res);
+            CHECK(llmodel_generate(m, "Count: 1, 2, 3,", 15, &gp, NULL, NULL, NULL, &res) == LLMODEL_OK &&
+                  res.stop_reason != LLMODEL_STOP_CANCELLED && res.n_generated > 3,
+                  "after a cancel: %d tokens, reason %d", res.n_generated, (int)res.stop_reason);
+            CHECK(llmodel_cancel(m) == LLMODEL_OK, "cancel with nothing running");
+            memset(&res, 0, sizeof res);
+            CHECK(llmodel_generate(m, "Count: 1, 2, 3,", 15, &gp, NULL, NULL, NULL, &res) == LLMODEL_OK &&
+                  res.stop_reason != LLMODEL_STOP_CANCELLED && res.n_generated > 3,
+                  "a cancel with nothing running does not reach the next call");
+        }
+        if (action == 1) {
+            CHECK(llmodel_generate(m, "x", 1, &gp, NULL, NULL, NULL, NULL) == LLMODEL_ERR_CLOSED, "closed after");
+        }
+        if (action != 2) llmodel_model_free(m);
+    }
+}
+
 int main(int argc, char **argv) {
     llmodel_model *m;
     const char *tmp = getenv("TMPDIR");
@@ -463,6 +518,7 @@ int main(int argc, char **argv) {
         llmodel_model_free(m);
     }
     test_context_limits(argv[1]);
+    test_cancel_close_free_in_callbacks(argv[1]);
     printf("%d checks, %d failed\n", g_checks, g_failures);
     return g_failures ? 1 : 0;
 }

@@ -4,7 +4,7 @@ Importing this package is cheap: the native library opens the first time a
 model is loaded or a device is listed.
 """
 from ._version import __version__
-from .errors import (ContextOverflowError, DownloadError, GPT4AllError, InvalidArgumentError, InvalidModelError,
+from .errors import (CancellationError, ContextOverflowError, DownloadError, GPT4AllError, InvalidArgumentError, InvalidModelError,
                      LibraryNotFoundError, ModelBusyError, ModelClosedError, ModelNotFoundError, NativeError,
                      NoDeviceError, OutOfMemoryError, UnsupportedModelError)
 from .gpt4all import GPT4All
@@ -12,5 +12,5 @@ from .gpt4all import GPT4All
 __all__ = [
     "GPT4All", "__version__", "GPT4AllError", "InvalidArgumentError", "ModelNotFoundError", "InvalidModelError",
     "UnsupportedModelError", "ContextOverflowError", "NoDeviceError", "ModelClosedError", "NativeError",
-    "ModelBusyError", "OutOfMemoryError", "LibraryNotFoundError", "DownloadError",
+    "ModelBusyError", "OutOfMemoryError", "LibraryNotFoundError", "DownloadError", "CancellationError",
 ]

@@ -18,11 +18,13 @@ from typing import Any, List, Optional
 
 from . import errors
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 LIBRARY_ENV = "GPT4ALL_LIBRARY"  # a path to the llmodel library, or to its folder
 
 TOKEN_NONE = -1
 SEED_RANDOM = 0xFFFFFFFF
+INT32_MAX = 2**31 - 1
+MAX_THREADS = 512  # LLMODEL_MAX_THREADS
 
 log = logging.getLogger("gpt4all.native")
 # A library prints nothing unless the application configures logging.
@@ -71,6 +73,7 @@ class GenerateParams(Structure):
         ("n_keep", c_int32),
         ("parse_special", c_bool),
         ("add_special", c_bool),
+        ("reuse_shifted", c_bool),
     ]
 
 
@@ -153,6 +156,7 @@ _FUNCTIONS: List[tuple] = [
      [ModelPtr, POINTER(c_int32), c_size_t, c_bool, c_char_p, c_size_t, POINTER(c_size_t)]),
     ("llmodel_token_to_piece", _status, [ModelPtr, c_int32, c_bool, c_char_p, c_size_t, POINTER(c_size_t)]),
     ("llmodel_generate_default_params", GenerateParams, []),
+    ("llmodel_cancel", _status, [ModelPtr]),
     ("llmodel_generate", _status,
      [ModelPtr, c_char_p, c_size_t, POINTER(GenerateParams), PromptCallback, ResponseCallback, c_void_p,
       POINTER(GenerateResult)]),
@@ -188,6 +192,8 @@ ERR_CLOSED = 8
 ERR_CANCELLED = 9
 ERR_BUFFER_TOO_SMALL = 10
 ERR_NO_DEVICE = 11
+ERR_BACKEND = 12
+ERR_INTERNAL = 13
 
 _EXCEPTIONS = {
     ERR_INVALID_ARGUMENT: errors.InvalidArgumentError,
@@ -199,6 +205,9 @@ _EXCEPTIONS = {
     ERR_BUSY: errors.ModelBusyError,
     ERR_CLOSED: errors.ModelClosedError,
     ERR_NO_DEVICE: errors.NoDeviceError,
+    ERR_CANCELLED: errors.CancellationError,
+    ERR_BACKEND: errors.NativeError,
+    ERR_INTERNAL: errors.NativeError,
 }
 
 

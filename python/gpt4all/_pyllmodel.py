@@ -2,13 +2,16 @@
 
 This is what ``GPT4All.model`` holds. It knows nothing of chats or
 templates: it loads, tokenizes and generates. One instance may be shared by
-threads (calls are serialized by a lock); two instances run in parallel,
+threads (calls are serialized by a lock; a stream open on one thread makes
+calls from other threads wait until it ends); two instances run in parallel,
 since ctypes releases the GIL during every native call.
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import math
+import os
 import threading
 import weakref
 from ctypes import byref, c_int32, c_size_t
@@ -18,13 +21,14 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from . import _native as native
 from . import errors
+from ._interrupt import cancel_on_interrupt
 
 #: ``on_token(token_id, text) -> bool``: return False to stop.
 TokenCallback = Callable[[int, str], bool]
 #: ``on_progress(n_done, n_total) -> bool``: return False to cancel.
 ProgressCallback = Callable[[int, int], bool]
 
-STOP_REASONS = {0: "none", 1: "eog", 2: "length", 3: "callback", 4: "context_full"}
+STOP_REASONS = {0: "none", 1: "eog", 2: "length", 3: "callback", 4: "context_full", 5: "cancelled"}
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,65 @@ def _free_handle(lib: ctypes.CDLL, handle: "ctypes._Pointer") -> None:
     lib.llmodel_model_free(handle)
 
 
+def logical_cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def check_int(name: str, value: Any, minimum: int, maximum: int = native.INT32_MAX) -> int:
+    """value, if it is an int in [minimum, maximum]; else InvalidArgumentError.
+
+    ctypes would cut a larger value to 32 bits without a word
+    (2**32 + 3 tokens would become 3).
+    """
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise errors.InvalidArgumentError(f"{name} must be an integer, not {value!r}")
+    if value < minimum or value > maximum:
+        raise errors.InvalidArgumentError(f"{name} must be between {minimum} and {maximum}, not {value}")
+    return value
+
+
+def thread_count(n_threads: Optional[int]) -> int:
+    """The threads to use for a requested count: None (0) is the physical
+    cores; more than this machine's logical CPUs is capped to them (more
+    never helps, and the original accepted any number)."""
+    if n_threads is None:
+        return 0
+    check_int("n_threads", n_threads, 1)
+    return min(n_threads, logical_cpus(), native.MAX_THREADS)
+
+
+# Models alive in this process: at exit each one's running call is cancelled
+# and the model freed after it returns, before the interpreter goes away.
+_live_models: "weakref.WeakSet[LLModel]" = weakref.WeakSet()
+
+
+_exiting = False
+
+
+def _freeze_if_exiting(model: "LLModel") -> None:
+    """A call that the interpreter's exit cancelled does not return into its
+    (daemon) thread: it waits to be frozen like the thread's other code,
+    instead of surfacing an error nobody asked for on the way out."""
+    if model._exit_cancelled:
+        threading.Event().wait()
+
+
+def _close_all_at_exit() -> None:
+    global _exiting
+    for model in list(_live_models):
+        model._close_at_exit()
+    # from here on nothing native is called: a stream collected during the
+    # interpreter's teardown must not wait for a lock a frozen thread holds
+    _exiting = True
+
+
+atexit.register(_close_all_at_exit)
+
+
 def _opt_token(t: int) -> Optional[int]:
     return None if t < 0 else int(t)
 
@@ -117,7 +180,8 @@ class LLModel:
         ngl: layers to offload to the GPU (only with a GPU ``device``).
         device: ``None``/``"cpu"``, ``"gpu"``, a backend (``"cuda"``,
             ``"vulkan"``, ``"metal"``), a vendor, or a device name.
-        n_threads: CPU threads; ``None`` means the number of physical cores.
+        n_threads: CPU threads; ``None`` means the number of physical cores;
+            more than this machine's logical CPUs are capped to them.
         n_batch: most prompt tokens evaluated in one step.
     """
 
@@ -125,11 +189,14 @@ class LLModel:
                  device: Optional[str] = None, n_threads: Optional[int] = None, n_batch: int = 512,
                  use_mmap: bool = True):
         self._handle = None
+        check_int("n_ctx", n_ctx, 0)
+        check_int("n_batch", n_batch, 1)
+        check_int("ngl", ngl, -1)
         lib = native.lib()
         params = lib.llmodel_load_default_params()
         params.n_ctx = n_ctx
         params.n_batch = n_batch
-        params.n_threads = n_threads or 0
+        params.n_threads = thread_count(n_threads)
         params.n_gpu_layers = ngl
         params.device = device.encode() if device else None
         params.use_mmap = use_mmap
@@ -139,8 +206,13 @@ class LLModel:
         self._lib = lib
         self._handle = handle
         self._lock = threading.RLock()
+        self._stream_ended = threading.Condition(self._lock)
         self._stream: Optional["weakref.ref[TokenStream]"] = None
+        self._stream_thread: Optional[int] = None
         self._finalizer = weakref.finalize(self, _free_handle, lib, handle)
+        self._finalizer.atexit = False  # _close_all_at_exit does it, after the calls in flight
+        self._exit_cancelled = False
+        _live_models.add(self)
         self.model_path = path
         self.info = self._read_info()
         self._special_text: dict = {}
@@ -148,19 +220,56 @@ class LLModel:
     # ------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        """Frees the weights and the context. Safe to call more than once."""
-        with self._lock:
+        """Frees the weights and the context. Safe to call more than once.
+
+        From inside a callback of a call on this model, the call stops and the
+        model is freed as it returns. A call running on another thread is
+        cancelled first, and closing waits for it to return.
+        """
+        if not self._lock.acquire(blocking=False):
+            self.cancel()  # another thread's call: have it stop, then take the lock
+            self._lock.acquire()
+        try:
             if self._handle is not None:
                 self._end_stream()
                 self._handle = None
                 self._finalizer()
+                self._stream_ended.notify_all()
+        finally:
+            self._lock.release()
+
+    def cancel(self) -> None:
+        """Stops the call running on this model, from any thread: prompt
+        processing raises ``CancellationError``, generation ends early.
+        Nothing happens when no call is running."""
+        handle = self._handle
+        if handle is not None:
+            self._lib.llmodel_cancel(handle)
+
+    def _close_at_exit(self) -> None:
+        """At interpreter exit: cancel a call in flight, free after it returns.
+        A call that does not return in time is left alone (and the model with it)."""
+        if self._handle is None:
+            return
+        self._exit_cancelled = True
+        self.cancel()
+        if self._lock.acquire(timeout=5):
+            try:
+                # weakref.finalize no longer calls finalizers once its own exit hook has run: detach and call
+                found = self._finalizer.detach()
+                self._handle = None
+                if found is not None:
+                    _, free, args, _ = found
+                    free(*args)
+            finally:
+                self._lock.release()
 
     @property
     def closed(self) -> bool:
         return self._handle is None
 
     def _h(self) -> "ctypes._Pointer":
-        if self._handle is None:
+        if self._handle is None or _exiting:
             raise errors.ModelClosedError("the model is closed")
         return self._handle
 
@@ -185,11 +294,11 @@ class LLModel:
     # ------------------------------------------------------------ threads
 
     def set_thread_count(self, n_threads: int) -> None:
-        """Sets the CPU threads used for generation and prompt processing."""
-        if not isinstance(n_threads, int) or isinstance(n_threads, bool) or n_threads < 1:
-            raise errors.InvalidArgumentError(f"n_threads must be a positive integer, not {n_threads!r}")
+        """Sets the CPU threads used for generation and prompt processing
+        (more than this machine's logical CPUs are capped to them)."""
+        count = thread_count(n_threads)
         with self._lock:
-            native.check(self._lib.llmodel_set_threads(self._h(), n_threads))
+            native.check(self._lib.llmodel_set_threads(self._h(), count))
 
     def thread_count(self) -> int:
         """The CPU threads in use."""
@@ -254,7 +363,7 @@ class LLModel:
     def reset(self) -> None:
         """Forgets the cached context."""
         with self._lock:
-            self._end_stream()
+            self._take_over()
             native.check(self._lib.llmodel_reset(self._h()))
 
     def save_state(self) -> bytes:
@@ -270,7 +379,7 @@ class LLModel:
 
     def load_state(self, state: bytes) -> None:
         with self._lock:
-            self._end_stream()
+            self._take_over()
             native.check(self._lib.llmodel_state_load(self._h(), state, len(state)))
 
     # ------------------------------------------------------------ generation
@@ -278,23 +387,42 @@ class LLModel:
     def _params(self, n_predict: int = 200, temp: float = 0.7, top_k: int = 40, top_p: float = 0.4,
                 min_p: float = 0.0, repeat_penalty: float = 1.18, repeat_last_n: int = 64, n_batch: int = 0,
                 seed: Optional[int] = None, context_shift: bool = True, n_keep: int = 0, special: bool = True,
-                add_special: bool = True) -> "native.GenerateParams":
+                add_special: bool = True, reuse_shifted: bool = False) -> "native.GenerateParams":
         _check_finite(temp=temp, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty)
         p = self._lib.llmodel_generate_default_params()
-        p.temp, p.top_k, p.top_p, p.min_p = temp, top_k, top_p, min_p
-        p.repeat_penalty, p.repeat_last_n = repeat_penalty, repeat_last_n
-        p.seed = native.SEED_RANDOM if seed is None else seed & 0xFFFFFFFF
-        p.n_predict, p.n_batch = n_predict, n_batch
-        p.context_shift, p.n_keep = context_shift, n_keep
-        p.parse_special, p.add_special = special, add_special
+        p.temp, p.top_k, p.top_p, p.min_p = temp, check_int("top_k", top_k, -1), top_p, min_p
+        p.repeat_penalty, p.repeat_last_n = repeat_penalty, check_int("repeat_last_n", repeat_last_n, -1)
+        # any int is a seed; SEED_RANDOM itself is never one a caller gets by accident
+        p.seed = native.SEED_RANDOM if seed is None else check_int("seed", seed, 0, 2**63) % native.SEED_RANDOM
+        p.n_predict, p.n_batch = check_int("n_predict", n_predict, -1), check_int("n_batch", n_batch, 0)
+        p.context_shift, p.n_keep = context_shift, check_int("n_keep", n_keep, 0)
+        p.parse_special, p.add_special, p.reuse_shifted = special, add_special, reuse_shifted
         return p
 
-    def _end_stream(self) -> None:
-        """Ends the open stream, if any: a new call takes the model over."""
+    def _end_stream(self, why: str = "closed") -> None:
+        """Ends the open stream, if any."""
         stream = self._stream() if self._stream is not None else None
         if stream is not None:
-            stream.close()
+            stream._end(why)
         self._stream = None
+
+    def _take_over(self) -> None:
+        """Readies the model for a call that uses its cache (lock held).
+
+        Another thread's open stream is waited for: a call never ends another
+        caller's stream. This thread's own unfinished stream was abandoned
+        (nothing reads two streams of one model at once): it is ended, and
+        reading it further raises an error that says so.
+        """
+        while True:
+            stream = self._stream() if self._stream is not None else None
+            if stream is None or stream.closed:
+                self._stream = None
+                return
+            if self._stream_thread == threading.get_ident():
+                self._end_stream("ended by a later call on the model from the same thread")
+                return
+            self._stream_ended.wait()
 
     def generate(self, prompt: Union[str, Sequence[int]], *, on_token: Optional[TokenCallback] = None,
                  on_progress: Optional[ProgressCallback] = None, **params: Any) -> GenerationStats:
@@ -326,10 +454,12 @@ class LLModel:
         c_progress = _progress_callback(on_progress, failure)
         result = native.GenerateResult()
         with self._lock:
-            self._end_stream()
+            self._take_over()
             is_text, data, n = _native_prompt(prompt)
             fn = self._lib.llmodel_generate if is_text else self._lib.llmodel_generate_tokens
-            status = fn(self._h(), data, n, byref(p), c_progress, c_response, None, byref(result))
+            with cancel_on_interrupt(self.cancel):
+                status = fn(self._h(), data, n, byref(p), c_progress, c_response, None, byref(result))
+        _freeze_if_exiting(self)
         if failure:
             raise failure[0]
         native.check(status)
@@ -339,23 +469,30 @@ class LLModel:
                **params: Any) -> "TokenStream":
         """Evaluates a prompt and returns a stream that generates the reply
         one token per ``next()`` on the calling thread, with no thread and no
-        callback in between. It holds the model until closed; a new call on
-        the model (generate, stream, reset, load_state, close) closes it."""
+        callback in between. It holds the model's cache until closed: calls
+        from other threads wait for it; a new call from this thread (which
+        can no longer be reading it) ends it, and so does ``close()``; reading
+        an ended stream raises an error that says why."""
         p = self._params(**params)
         failure: List[BaseException] = []
         c_progress = _progress_callback(on_progress, failure)
         ptr = native.StreamPtr()
         with self._lock:
-            self._end_stream()
+            self._take_over()
             is_text, data, n = _native_prompt(prompt)
             fn = self._lib.llmodel_stream_begin if is_text else self._lib.llmodel_stream_begin_tokens
-            status = fn(self._h(), data, n, byref(p), c_progress, None, byref(ptr))
+            with cancel_on_interrupt(self.cancel):
+                status = fn(self._h(), data, n, byref(p), c_progress, None, byref(ptr))
+            if self._exit_cancelled:
+                self._lock.release()  # the exit waits for it
+                _freeze_if_exiting(self)
             if failure:
                 self._lib.llmodel_stream_end(ptr, None)
                 raise failure[0]
             native.check(status)
             stream = TokenStream(self, ptr)
             self._stream = weakref.ref(stream)
+            self._stream_thread = threading.get_ident()
         return stream
 
 
@@ -387,9 +524,12 @@ def _stats(result: "native.GenerateResult") -> GenerationStats:
                            result.prompt_ms, result.generate_ms)
 
 
-def _end_native_stream(lib: ctypes.CDLL, ptr: "ctypes._Pointer", lock: "threading.RLock") -> None:
-    with lock:  # never while another thread is in a call on the model (that would fail as busy)
+def _end_native_stream(lib: ctypes.CDLL, ptr: "ctypes._Pointer", ended: threading.Condition) -> None:
+    if _exiting:
+        return  # the process is going away; the lock may be held by a frozen thread
+    with ended:  # never while another thread is in a call on the model (that would fail as busy)
         lib.llmodel_stream_end(ptr, None)
+        ended.notify_all()
 
 
 class TokenStream:
@@ -398,7 +538,9 @@ class TokenStream:
     def __init__(self, model: LLModel, ptr: "ctypes._Pointer"):
         self._model = model
         self._ptr: Optional["ctypes._Pointer"] = ptr
-        self._finalizer = weakref.finalize(self, _end_native_stream, model._lib, ptr, model._lock)
+        self._finalizer = weakref.finalize(self, _end_native_stream, model._lib, ptr, model._stream_ended)
+        self._finalizer.atexit = False
+        self._ended_why: Optional[str] = None  # set when something other than its reader ended it
         self.stats: Optional[GenerationStats] = None
         self._token = c_int32()
         self._text = ctypes.c_void_p()
@@ -410,16 +552,22 @@ class TokenStream:
         return self._ptr is None
 
     def next(self) -> Optional[Tuple[int, str]]:
-        """The next token and its text; ``None`` when the reply is over (or
-        the stream was closed). The token is ``-1`` for a last text with no
-        token of its own."""
+        """The next token and its text; ``None`` when the reply is over or
+        the stream was closed by its reader. The token is ``-1`` for a last
+        text with no token of its own.
+
+        Raises:
+            ModelClosedError: the model was closed while the stream was open.
+            ModelBusyError: a later call from this thread ended the stream.
+        """
         with self._model._lock:
+            if self._ended_why is not None:
+                cls = errors.ModelClosedError if self._ended_why == "closed" else errors.ModelBusyError
+                raise cls(f"the stream was {self._ended_why} before the reply was complete")
             if self._ptr is None:
                 return None
             status = self._model._lib.llmodel_stream_next(self._ptr, byref(self._token), byref(self._text),
                                                           byref(self._len), byref(self._done))
-            if status == native.ERR_CLOSED and self._model.closed:
-                return None
             native.check(status)
             if self._done.value:
                 return None
@@ -427,18 +575,28 @@ class TokenStream:
             text = ctypes.string_at(self._text.value, n).decode("utf-8", "replace") if n else ""
             return int(self._token.value), text
 
-    def close(self) -> GenerationStats:
-        """Ends the stream (what was not taken is dropped); returns its stats."""
-        with self._model._lock:
-            if self._ptr is not None:
+    def close(self) -> Optional[GenerationStats]:
+        """Ends the stream (what was not taken is dropped); returns its stats
+        (``None`` at interpreter exit, when nothing native runs any more)."""
+        if _exiting:
+            return self.stats
+        with self._model._stream_ended:
+            # detach() says whether the finalizer still owned the native
+            # stream: it may have ended it already (gc of a cycle)
+            if self._ptr is not None and self._finalizer.detach() is not None:
                 result = native.GenerateResult()
-                self._finalizer.detach()
                 status = self._model._lib.llmodel_stream_end(self._ptr, byref(result))
                 self._ptr = None
+                self._model._stream_ended.notify_all()
                 native.check(status)
                 self.stats = _stats(result)
-        assert self.stats is not None
+            self._ptr = None
         return self.stats
+
+    def _end(self, why: str) -> None:
+        """Ended by something other than its reader, which is told on its next read."""
+        self.close()
+        self._ended_why = why
 
 
 def _check_finite(**values: float) -> None:

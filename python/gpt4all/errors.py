@@ -48,6 +48,11 @@ class ModelBusyError(NativeError):
     """A call was made on a model that is inside another call on the same thread."""
 
 
+class CancellationError(NativeError):
+    """A call was cancelled (Ctrl-C, ``cancel()``, a progress callback
+    returning False) before it finished."""
+
+
 class OutOfMemoryError(NativeError, MemoryError):
     """The weights or the context could not be allocated."""
 

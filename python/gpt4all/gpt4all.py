@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 from . import errors
-from ._pyllmodel import GenerationStats, LLModel, list_devices
+from ._pyllmodel import GenerationStats, LLModel, check_int, list_devices
 from .templates import ChatFormatter
 
 ConfigType = Dict[str, Any]
@@ -23,14 +23,29 @@ def empty_response_callback(token_id: int, response: str) -> bool:
 
 
 def default_model_dir() -> Path:
-    """Where models are looked for and stored: ``$GPT4ALL_MODEL_PATH``, else
-    the user cache folder (``~/.cache/gpt4all`` on Linux)."""
+    """Where models are looked for and stored.
+
+    ``gpt4all.gpt4all.DEFAULT_MODEL_DIRECTORY`` when a program assigned it
+    (as the original package documents), else ``$GPT4ALL_MODEL_PATH``, else
+    the user cache folder (``~/.cache/gpt4all`` on Linux).
+    """
+    assigned = globals().get("DEFAULT_MODEL_DIRECTORY")
+    if assigned is not None:
+        return Path(assigned).expanduser()
     env = os.environ.get(DEFAULT_MODEL_DIR_ENV)
     if env:
         return Path(env).expanduser()
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("gpt4all", appauthor=False))
+
+
+def __getattr__(name: str) -> Any:
+    # DEFAULT_MODEL_DIRECTORY reads as the folder in use until a program
+    # assigns it; the assignment lands in this module's globals and wins.
+    if name == "DEFAULT_MODEL_DIRECTORY":
+        return default_model_dir()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def append_extension_if_missing(model_name: str) -> str:
@@ -107,31 +122,41 @@ class GPT4All:
             cache folder (see [`default_model_dir`][gpt4all.gpt4all.default_model_dir]).
         model_type: kept for compatibility; stored as ``self.model_type``.
         allow_download: fetch the model when it is not on disk.
-        n_threads: CPU threads; default: the number of physical cores.
+        n_threads: CPU threads; default: the number of physical cores. More
+            than this machine's logical CPUs are capped to them.
         device: ``"cpu"`` (default), ``"gpu"`` for the best GPU, a backend
             (``"cuda"``, ``"vulkan"``, ``"metal"``), a vendor (``"nvidia"``,
             ``"amd"``, ``"intel"``) or a device name from [`list_gpus`][gpt4all.GPT4All.list_gpus].
         n_ctx: the context length in tokens (prompt and reply together).
         ngl: layers to offload to the GPU device.
         verbose: log what the engine does to stderr.
+        use_mmap: map the model file instead of reading it into memory:
+            quicker to load, and the pages are shared with other processes
+            using the same file. The file must then not change while the
+            model is loaded (each generation checks and raises
+            ``InvalidModelError`` if it did; a file cut short in the middle of
+            a generation would still crash the process). ``False`` keeps a
+            private copy in memory.
     """
 
     def __init__(self, model_name: str, *, model_path: Optional[Union[str, os.PathLike]] = None,
                  model_type: Optional[str] = None, allow_download: bool = True, n_threads: Optional[int] = None,
-                 device: Optional[str] = None, n_ctx: int = 2048, ngl: int = 100, verbose: bool = False):
+                 device: Optional[str] = None, n_ctx: int = 2048, ngl: int = 100, verbose: bool = False,
+                 use_mmap: bool = True):
         if verbose:
             _enable_verbose_logging()
-        _check_int("n_ctx", n_ctx, minimum=1)
-        _check_int("ngl", ngl, minimum=0)
+        check_int("n_ctx", n_ctx, 1)
+        check_int("ngl", ngl, 0)
         if n_threads is not None:
-            _check_int("n_threads", n_threads, minimum=1)
+            check_int("n_threads", n_threads, 1)
         self.model_type = model_type
         self._history: Optional[ChatHistory] = None
         self._formatter: Optional[ChatFormatter] = None
         self._session_skip = 0  # oldest turns dropped from the model's view to fit the context
         self.config: ConfigType = self.retrieve_model(model_name, model_path=model_path,
                                                       allow_download=allow_download, verbose=verbose)
-        self.model = LLModel(self.config["path"], n_ctx=n_ctx, ngl=ngl, device=device, n_threads=n_threads)
+        self.model = LLModel(self.config["path"], n_ctx=n_ctx, ngl=ngl, device=device, n_threads=n_threads,
+                             use_mmap=bool(use_mmap))
         self._last_stats: Optional[GenerationStats] = None
 
     # ------------------------------------------------------------ lifecycle
@@ -305,7 +330,8 @@ class GPT4All:
                 add up to top_p.
             min_p: drop tokens less likely than min_p times the most likely one.
             repeat_penalty: how strongly to avoid repeating recent tokens (1: not at all).
-            repeat_last_n: how many recent tokens the penalty looks at.
+            repeat_last_n: how many recent tokens the penalty looks at (-1:
+                the whole context; more than the context is the context).
             n_batch: kept for compatibility with the original package.
                 The prompt is always evaluated in batches as large as the
                 model's context allows (512 tokens), which is many times
@@ -316,7 +342,8 @@ class GPT4All:
                 returning False stops generation.
             stop: a string or strings that end the reply when generated (they
                 are not part of the output).
-            seed: a seed for reproducible sampling; default: a fresh one.
+            seed: a seed for reproducible sampling (any integer from 0 to
+                2**64); default: a fresh one.
 
         Returns:
             The reply, or a generator of its pieces when ``streaming``.
@@ -324,16 +351,16 @@ class GPT4All:
         if not isinstance(prompt, str):
             raise errors.InvalidArgumentError(f"prompt must be a str, not {type(prompt).__name__}")
         n = n_predict if n_predict is not None else max_tokens
-        _check_int("max_tokens" if n_predict is None else "n_predict", n, minimum=0)
+        check_int("max_tokens" if n_predict is None else "n_predict", n, 0)
         _check_number("temp", temp, minimum=0.0)
-        _check_int("top_k", top_k, minimum=0)
+        check_int("top_k", top_k, 0)
         _check_number("top_p", top_p, minimum=0.0, maximum=1.0)
         _check_number("min_p", min_p, minimum=0.0, maximum=1.0)
         _check_number("repeat_penalty", repeat_penalty, minimum=0.0, exclusive_min=True)
-        _check_int("repeat_last_n", repeat_last_n, minimum=-1)
-        _check_int("n_batch", n_batch, minimum=1)
+        check_int("repeat_last_n", repeat_last_n, -1)
+        check_int("n_batch", n_batch, 1)
         if seed is not None:
-            _check_int("seed", seed, minimum=0)
+            check_int("seed", seed, 0, 2**64)
         if not callable(callback):
             raise errors.InvalidArgumentError("callback must be callable")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
@@ -354,9 +381,11 @@ class GPT4All:
         else:
             model_prompt, n_keep, add_special = prompt, 1, True
 
+        # in a session, a turn whose oldest messages were dropped to fit the
+        # context shifts the cached rest into place instead of re-reading it
         kwargs = dict(n_predict=n, temp=temp, top_k=top_k, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty,
                       repeat_last_n=repeat_last_n, n_batch=0, seed=seed, context_shift=True, n_keep=n_keep,
-                      add_special=add_special)
+                      add_special=add_special, reuse_shifted=history is not None)
         reply: Optional[MessageType] = None
         if history is not None:
             reply = history.record_reply()
@@ -441,13 +470,6 @@ def _rollback(history: Optional[ChatHistory], reply: Optional[MessageType]) -> N
         history.pop()
         if history and history[-1].get("role") == "user":
             history.pop()
-
-
-def _check_int(name: str, value: Any, minimum: Optional[int] = None) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise errors.InvalidArgumentError(f"{name} must be an integer, not {value!r}")
-    if minimum is not None and value < minimum:
-        raise errors.InvalidArgumentError(f"{name} must be at least {minimum}, not {value}")
 
 
 def _check_number(name: str, value: Any, minimum: Optional[float] = None, maximum: Optional[float] = None,
