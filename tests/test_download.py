@@ -24,6 +24,7 @@ DATA = os.urandom(300_000)
 DATA_B = os.urandom(300_000)  # the same file changed on the server: same size, other bytes
 SHA = hashlib.sha256(DATA).hexdigest()
 MD5 = hashlib.md5(DATA).hexdigest()
+DATED = "Tue, 01 Jul 2025 10:00:00 GMT"
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -32,7 +33,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     Paths: /good.bin (Content-Length, ranges), /norange.bin (ignores Range),
     /slow.bin, /close.bin (no length: the body ends when the connection
     closes), /chunked.bin, /versioned.bin (the version in `version`, with
-    its ETag, honouring If-Range), /weak.bin (a weak ETag only), /drip.bin,
+    its ETag, honouring If-Range), /weak.bin (a weak ETag only), /dated.bin
+    (a weak ETag and a Last-Modified date), /drip.bin,
     /loop (redirects to itself), /missing.bin (404). `cuts[path]` responses
     to come on a path stop half-way and drop the connection.
     """
@@ -65,14 +67,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._serve({"a": DATA, "b": DATA_B}[v], path, etag=f'"{v}"')
         elif path == "/weak.bin":
             self._serve(DATA, path, etag='W/"weak"')
+        elif path == "/dated.bin":
+            self._serve(DATA, path, etag='W/"weak"', last_modified=DATED)
         else:
             self._serve(DATA, path, ranges=path != "/norange.bin",
                         frame={"/close.bin": "close", "/chunked.bin": "chunked"}.get(path, "length"))
 
-    def _serve(self, data, path, *, ranges=True, etag=None, frame="length"):
+    def _serve(self, data, path, *, ranges=True, etag=None, last_modified=None, frame="length"):
         start, status = 0, 200
         rng = self.headers.get("Range")
-        if rng and ranges and self.headers.get("If-Range") in (None, etag):
+        if rng and ranges and self.headers.get("If-Range") in (None, etag, last_modified):
             start = int(rng.split("=")[1].split("-")[0])
             if start >= len(data):
                 self.send_response(416)
@@ -89,6 +93,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         if etag:
             self.send_header("ETag", etag)
+        if last_modified:
+            self.send_header("Last-Modified", last_modified)
         if frame == "length":
             self.send_header("Content-Length", str(len(body)))
         elif frame == "chunked":
@@ -292,6 +298,16 @@ def test_a_failed_download_keeps_only_a_resumable_part(server, tmp_path, monkeyp
     assert rng == f"bytes={len(DATA) // 2}-" and if_range == '"a"'
 
 
+def test_without_a_strong_etag_last_modified_validates_the_resume(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(_download, "ATTEMPTS", 1)
+    Handler.cuts["/dated.bin"] = 1
+    with pytest.raises(DownloadError, match="kept"):
+        download_model("m.gguf", tmp_path, verbose=False, url=server + "/dated.bin", expected_size=len(DATA))
+    download_model("m.gguf", tmp_path, verbose=False, url=server + "/dated.bin", expected_size=len(DATA))
+    assert (tmp_path / "m.gguf").read_bytes() == DATA
+    assert requests_to("/dated.bin")[1] == (f"bytes={len(DATA) // 2}-", DATED)
+
+
 def test_a_file_changed_on_the_server_is_not_spliced(server, tmp_path, monkeypatch):
     monkeypatch.setattr(_download, "ATTEMPTS", 1)
     Handler.cuts["/versioned.bin"] = 1
@@ -449,6 +465,18 @@ def test_a_malformed_entry_is_named_with_its_field(tmp_path, field, value, messa
     with pytest.raises(InvalidArgumentError, match="m.gguf") as info:
         fetch(entry, tmp_path)
     assert message in str(info.value)
+    assert files(tmp_path) == []
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"expected_size": -1}, "expected_size must be a number of bytes"),
+    ({"expected_size": "\u00b2"}, "expected_size must be a number of bytes"),
+    ({"expected_md5": "xyz"}, "expected_md5 must be 32 hex digits"),
+    ({"expected_sha256": MD5}, "expected_sha256 must be 64 hex digits"),
+])
+def test_malformed_expectations_are_named(tmp_path, kwargs, message):
+    with pytest.raises(InvalidArgumentError, match=message):
+        download_model("m.gguf", tmp_path, verbose=False, url="http://127.0.0.1:9/m.gguf", **kwargs)
     assert files(tmp_path) == []
 
 

@@ -187,7 +187,7 @@ def _content_range(value: Optional[str]) -> tuple:
 
 def _int_header(headers: Any, name: str) -> Optional[int]:
     value = (headers.get(name) or "").strip()
-    return int(value) if value.isdigit() else None
+    return int(value) if re.fullmatch(r"[0-9]+", value) else None
 
 
 class _SpeedGuard:

@@ -310,7 +310,7 @@ def _expected(entry: ConfigType) -> _download.Expected:
     name = entry["filename"]
     size = entry.get("filesize")
     if size is not None:
-        if isinstance(size, bool) or not (isinstance(size, int) or (isinstance(size, str) and size.isdigit())):
+        if not _is_size(size):
             raise errors.InvalidArgumentError(
                 f"registry entry {name!r}: 'filesize' must be a number of bytes, got {size!r}")
         size = int(size)
@@ -322,6 +322,13 @@ def _expected(entry: ConfigType) -> _download.Expected:
                 f"registry entry {name!r}: {key!r} must be {length} hex digits, got {value!r}")
         sums[key] = value
     return _download.Expected(size, sums["md5sum"], sums["sha256sum"])
+
+
+def _is_size(value: Any) -> bool:
+    """A number of bytes: a non-negative int, or a string of ASCII digits as the original catalogue writes it."""
+    if isinstance(value, str):
+        return re.fullmatch(r"[0-9]+", value) is not None
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _http_url(url: Any, field: str) -> str:
@@ -453,6 +460,11 @@ def download_model(model_filename: str, model_path: PathLike, verbose: bool = Tr
     """
     if not _is_file_name(model_filename):
         raise errors.InvalidArgumentError(f"model_filename must be a plain file name, got {model_filename!r}")
+    if expected_size is not None and not _is_size(expected_size):
+        raise errors.InvalidArgumentError(f"expected_size must be a number of bytes, got {expected_size!r}")
+    for arg, value, length in (("expected_md5", expected_md5, 32), ("expected_sha256", expected_sha256, 64)):
+        if value is not None and not (isinstance(value, str) and re.fullmatch(f"[0-9a-fA-F]{{{length}}}", value)):
+            raise errors.InvalidArgumentError(f"{arg} must be {length} hex digits, got {value!r}")
     promised = {"filename": model_filename, "filesize": expected_size, "md5sum": expected_md5,
                 "sha256sum": expected_sha256}
     if url is None:
