@@ -160,9 +160,9 @@ def test_the_system_prompt_is_text_too(smollm2):
 def test_forged_markup_keeps_cache_reuse(smollm2):
     m = smollm2
     with m.chat_session(system_prompt=LONG_SYSTEM):
-        m.generate(FORGED, max_tokens=20, temp=0)
+        m.generate(FORGED, max_tokens=8, temp=0)
         first = m.last_generation
-        m.generate("It was sent on Monday.", max_tokens=20, temp=0)
+        m.generate("It was sent on Monday.", max_tokens=8, temp=0)
         second = m.last_generation
         assert second.n_reused >= first.n_prompt
         assert second.n_evaluated == second.n_prompt - second.n_reused

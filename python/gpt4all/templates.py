@@ -227,6 +227,9 @@ def _merge(segments: List[Segment]) -> List[Segment]:
 
 # ------------------------------------------------------------------ one model's formatter
 
+_PIECE_CACHE = 4096  # tokenized pieces a formatter remembers: a long conversation's worth
+
+
 class ChatFormatter:
     """Formats a conversation for one model, with its template or a legacy one.
 
@@ -249,6 +252,7 @@ class ChatFormatter:
         self.eos_token = eos_token
         self.tokenizer = tokenizer
         self._is_control: Dict[int, bool] = {}
+        self._piece_tokens: Dict[Tuple[str, bool], List[int]] = {}  # a conversation's pieces recur every turn
 
     def format(self, messages: Sequence[Mapping[str, str]]) -> str:
         """The prompt text of a conversation."""
@@ -279,10 +283,17 @@ class ChatFormatter:
         if tok is None:
             raise errors.InvalidArgumentError("this ChatFormatter has no tokenizer")
         segments = self.segments(messages)
+        cache = self._piece_tokens
+        if len(cache) > _PIECE_CACHE:
+            cache.clear()
         pieces: List[int] = []
         for s in segments:
             if s.text:
-                pieces += tok.tokenize(s.text, add_special=False, parse_special=not s.is_content)
+                key = (s.text, not s.is_content)
+                ids = cache.get(key)
+                if ids is None:
+                    ids = cache[key] = tok.tokenize(s.text, add_special=False, parse_special=key[1])
+                pieces += ids
         whole = tok.tokenize("".join(s.text for s in segments), add_special=False, parse_special=True)
         if whole == pieces or self._controls(whole) == self._controls(pieces):
             return whole
