@@ -6,9 +6,9 @@ model is loaded or a device is listed.
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .errors import (CancellationError, ContextOverflowError, GPT4AllError, InvalidArgumentError, InvalidModelError,
-                     LibraryNotFoundError, ModelBusyError, ModelClosedError, ModelNotFoundError, NativeError,
-                     NoDeviceError, OutOfMemoryError, UnsupportedModelError)
+from .errors import (CancellationError, ChatTemplateError, ContextOverflowError, GPT4AllError, InvalidArgumentError,
+                     InvalidModelError, LibraryNotFoundError, ModelBusyError, ModelClosedError, ModelNotFoundError,
+                     NativeError, NoDeviceError, OutOfMemoryError, UnsupportedModelError)
 from .gpt4all import GPT4All
 
 if TYPE_CHECKING:
@@ -18,6 +18,7 @@ __all__ = [
     "GPT4All", "__version__", "GPT4AllError", "InvalidArgumentError", "ModelNotFoundError", "InvalidModelError",
     "UnsupportedModelError", "ContextOverflowError", "NoDeviceError", "ModelClosedError", "NativeError",
     "ModelBusyError", "OutOfMemoryError", "LibraryNotFoundError", "DownloadError", "CancellationError",
+    "ChatTemplateError",
 ]
 
 

@@ -19,6 +19,12 @@ class InvalidArgumentError(GPT4AllError, ValueError):
     """A parameter value that makes no sense (negative ``top_k``, ...)."""
 
 
+class ChatTemplateError(GPT4AllError, ValueError):
+    """A chat template that cannot be used: invalid Jinja, an error while it
+    renders (an undefined name, ``raise_exception()``...), a limit of the
+    sandbox exceeded, or a conversation it cannot keep message text apart in."""
+
+
 class ModelNotFoundError(GPT4AllError, FileNotFoundError):
     """The model file does not exist (or is not known and cannot be fetched)."""
 

@@ -270,7 +270,7 @@ class GPT4All:
             prompt_template = self.config.get("promptTemplate")
         self._formatter = ChatFormatter(jinja, prompt_template,
                                         bos_token=self.model.token_text(info.bos),
-                                        eos_token=self.model.token_text(info.eos))
+                                        eos_token=self.model.token_text(info.eos), tokenizer=self.model)
         self._history = ChatHistory([{"role": "system", "content": system_prompt}] if system_prompt else [])
         self._session_skip = 0
         try:
@@ -293,7 +293,7 @@ class GPT4All:
         n_ctx = self.model.info.n_ctx
         while True:
             view = system + turns[self._session_skip:]
-            tokens = self.model.tokenize(self._formatter.format(view), add_special=False, parse_special=True)
+            tokens = self._formatter.tokens(view)  # message text never becomes control tokens
             user_starts = [i for i, m in enumerate(turns) if m["role"] == "user" and i > self._session_skip]
             if len(tokens) + min(max_tokens, n_ctx // 4) <= n_ctx or not user_starts:
                 break
@@ -304,7 +304,7 @@ class GPT4All:
                 f"or the system prompt, or load the model with a larger n_ctx")
         n_keep = 0
         if system:
-            head = self.model.tokenize(self._formatter.format(system), add_special=False, parse_special=True)
+            head = self._formatter.tokens(system)
             while n_keep < min(len(head), len(tokens)) and head[n_keep] == tokens[n_keep]:
                 n_keep += 1
         return tokens, n_keep
