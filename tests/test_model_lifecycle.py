@@ -193,3 +193,31 @@ def test_a_library_that_is_not_llmodel_is_refused_by_name():
     r = run_python("from gpt4all import GPT4All\nGPT4All.list_gpus()", env_extra={"GPT4ALL_LIBRARY": str(other)})
     assert r.returncode != 0
     assert "LibraryNotFoundError" in r.stderr and "llmodel_abi_version" in r.stderr, r.stderr
+
+
+def test_default_model_directory_reads_and_moves_the_model_folder(tmp_path, smollm2_path, monkeypatch):
+    import gpt4all.gpt4all as module
+
+    monkeypatch.delenv("GPT4ALL_MODEL_PATH", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    # read, as the original documents it: the folder in use
+    assert module.DEFAULT_MODEL_DIRECTORY == module.default_model_dir() == tmp_path / "xdg" / "gpt4all"
+    # assigned, as programs written for the original do: every lookup uses it
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / smollm2_path.name).symlink_to(smollm2_path)
+    monkeypatch.setattr(module, "DEFAULT_MODEL_DIRECTORY", folder, raising=False)
+    with GPT4All(smollm2_path.name, allow_download=False) as model:
+        assert model.config["path"] == str(folder / smollm2_path.name)
+    with pytest.raises(ModelNotFoundError, match=str(folder / "absent.gguf")):
+        GPT4All("absent.gguf", allow_download=False)
+    # a str works as well as a Path
+    monkeypatch.setattr(module, "DEFAULT_MODEL_DIRECTORY", str(tmp_path / "elsewhere"))
+    assert module.default_model_dir() == tmp_path / "elsewhere"
+
+
+def test_version_continues_the_originals_numbering():
+    import gpt4all
+
+    major, minor, _ = (int(x) for x in gpt4all.__version__.split("."))
+    assert (major, minor) > (2, 8)  # past the original's last release, 2.8.2
