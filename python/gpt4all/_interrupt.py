@@ -16,7 +16,6 @@ KeyboardInterrupt there, in ordinary Python code.
 from __future__ import annotations
 
 import signal
-import socket
 import sys
 import threading
 from contextlib import contextmanager
@@ -27,6 +26,8 @@ class _Watcher:
     """One daemon thread per process, reading the wakeup socket."""
 
     def __init__(self) -> None:
+        import socket  # on first need: keeps `import gpt4all` cheap
+
         self._recv, self._send = socket.socketpair()
         self._send.setblocking(False)  # set_wakeup_fd requires it
         self.fd = self._send.fileno()
