@@ -27,6 +27,11 @@ public:
     std::string text() const;
 };
 
+// Checks a model file before llama.cpp loads it: that it exists, is a whole
+// GGUF file, and has nothing llama.cpp would abort the process on (see
+// model_check.cpp). Records the failure and returns its status, or LLMODEL_OK.
+llmodel_status check_model_file(const char *path);
+
 // Resolves a device request (see llmodel_load_params.device). On success
 // *dev is the device, or nullptr for the CPU.
 llmodel_status select_device(const char *request, ggml_backend_dev_t *dev);

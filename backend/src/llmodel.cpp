@@ -158,59 +158,6 @@ uint64_t available_memory() {
     return 0;
 }
 
-// Checks the file before llama.cpp sees it, to name the problem exactly.
-llmodel_status check_model_file(const char *path) {
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        return fail(LLMODEL_ERR_FILE_NOT_FOUND, std::string("model file not found: ") + path);
-    }
-    if (S_ISDIR(st.st_mode)) {
-        return fail(LLMODEL_ERR_INVALID_FILE, std::string("model path is a directory, not a file: ") + path);
-    }
-    if (st.st_size == 0) {
-        return fail(LLMODEL_ERR_INVALID_FILE, std::string("model file is empty: ") + path);
-    }
-    char magic[4] = {0, 0, 0, 0};
-    {
-        std::ifstream f(path, std::ios::binary);
-        if (!f) return fail(LLMODEL_ERR_INVALID_FILE, std::string("cannot read model file: ") + path);
-        f.read(magic, 4);
-        if (f.gcount() < 4 || std::memcmp(magic, "GGUF", 4) != 0) {
-            std::string what = "not a GGUF model file (it does not start with the GGUF magic)";
-            if (f.gcount() >= 4 && std::memcmp(magic, "lmgg", 4) == 0) {
-                what = "an old GGML model file, no longer supported: convert it to GGUF";
-            }
-            return fail(LLMODEL_ERR_INVALID_FILE, what + ": " + path);
-        }
-    }
-    LogCapture capture;
-    gguf_init_params gp = {/*no_alloc=*/true, /*ctx=*/nullptr};
-    gguf_context *g = gguf_init_from_file(path, gp);
-    if (!g) {
-        std::string why = last_lines(capture.text());
-        return fail(LLMODEL_ERR_INVALID_FILE, std::string("corrupt or truncated GGUF file: ") + path +
-                                                  (why.empty() ? "" : " (" + why + ")"));
-    }
-    uint64_t needed = gguf_get_data_offset(g);
-    for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) {
-        needed = std::max<uint64_t>(needed, gguf_get_data_offset(g) + gguf_get_tensor_offset(g, i) +
-                                                gguf_get_tensor_size(g, i));
-    }
-    const bool has_arch = gguf_find_key(g, "general.architecture") >= 0;
-    gguf_free(g);
-    if (static_cast<uint64_t>(st.st_size) < needed) {
-        return fail(LLMODEL_ERR_INVALID_FILE, "truncated GGUF file: " + std::string(path) + " has " +
-                                                  std::to_string(st.st_size) + " bytes but its tensors need " +
-                                                  std::to_string(needed) + " (an incomplete download?)");
-    }
-    if (!has_arch) {
-        return fail(LLMODEL_ERR_UNSUPPORTED,
-                    std::string("GGUF file has no general.architecture, so it is not a model llama.cpp can run: ") +
-                        path);
-    }
-    return LLMODEL_OK;
-}
-
 std::string meta_string(const llama_model *model, const char *key) {
     int32_t n = llama_model_meta_val_str(model, key, nullptr, 0);
     if (n < 0) return "";
