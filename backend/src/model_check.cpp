@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <initializer_list>
 #include <string>
 #include <sys/stat.h>
 #include <unordered_map>
@@ -284,6 +285,66 @@ Finding check_hparams(const Meta &meta, const std::string &arch) {
     return {};
 }
 
+bool in(const std::string &arch, std::initializer_list<const char *> names) {
+    for (const char *n : names) {
+        if (arch == n) return true;
+    }
+    return false;
+}
+
+// Architectures whose graph (src/models/*.cpp in llama.cpp 0.3.36) works
+// with value heads of another size than key heads (multi-head latent
+// attention and the like, or no attention at all). The others assert that
+// the sizes are equal (GGML_ASSERT(n_embd_head == hparams.n_embd_head_k()),
+// in 96 graphs) or reshape values by the key head size (the gemma family),
+// which asserts too.
+bool graph_allows_kv_heads_to_differ(const std::string &arch) {
+    return in(arch, {"bailingmoe3", "deepseek2", "deepseek2-ocr", "deepseek32", "deepseek4", "dots3note",
+                     "exaone-moe", "exaone4", "falcon-h1", "gemma4", "gemma4-assistant", "glm-dsa", "glm5-next",
+                     "hy_v4", "jamba", "kimi-k3", "kimi-linear", "lfm2", "lfm2moe", "maple", "mimo2", "minicpm3",
+                     "mistral4", "plamo2", "plamo3", "plm", "step35", "talkie", "mamba", "mamba2", "rwkv6",
+                     "rwkv6qwen2", "rwkv7", "arwkv7", "wavtokenizer-dec", "clip"});
+}
+
+// Architectures whose graph asserts that rope turns whole heads
+// (GGML_ASSERT(n_embd_head == n_rot)).
+bool graph_needs_full_rope(const std::string &arch) {
+    return in(arch, {"apertus", "arcee", "arctic", "baichuan", "chameleon", "codeshell", "cogvlm", "cohere2moe",
+                     "dbrx", "deci", "deepseek", "dots1", "dream", "ernie4_5", "ernie4_5-moe", "exaone", "exaone-moe",
+                     "exaone4", "falcon", "granite", "granite_swa", "graniteswitch", "grok", "grovemoe", "hunyuan-moe",
+                     "hunyuan_vl", "hy_v3", "internlm2", "jais2", "llada", "llada-moe", "llama", "llama4", "maincoder",
+                     "mellum", "minimax-01", "minimax-m2", "mistral3", "nemotron", "olmo", "olmo2", "olmoe", "orion",
+                     "paddleocr", "pangu-embedded", "plamo", "pockettts", "qwen2", "qwen2moe", "qwen2vl", "qwen3",
+                     "qwen3moe", "qwen3vl", "qwen3vlmoe", "rnd1", "seed_oss", "smallthinker", "smollm3", "starcoder2",
+                     "talkie", "xverse"});
+}
+
+// Head sizes as the graph builders see them (llama-model.cpp's defaults).
+Finding check_head_sizes(const Meta &meta, const std::string &arch) {
+    const std::string a = arch + ".";
+    uint32_t n_layer = 0, n_embd = 0;
+    if (!meta.u32(a + "block_count", n_layer) || !meta.u32(a + "embedding_length", n_embd)) return {};
+    const std::vector<uint32_t> n_head = meta.per_layer(a + "attention.head_count", n_layer);
+    if (n_head.empty() || n_head[0] == 0) return {};
+    uint32_t head_k = n_embd / n_head[0], head_v = n_embd / n_head[0];
+    const bool has_k = meta.u32(a + "attention.key_length", head_k);
+    const bool has_v = meta.u32(a + "attention.value_length", head_v);
+    uint32_t n_rot = head_k;
+    const bool has_rot = meta.u32(a + "rope.dimension_count", n_rot);
+    const std::string k_key = has_k ? a + "attention.key_length" : a + "embedding_length / " + a + "attention.head_count";
+    const std::string v_key = has_v ? a + "attention.value_length" : a + "embedding_length / " + a + "attention.head_count";
+    if (!graph_allows_kv_heads_to_differ(arch) && head_k != head_v) {
+        return invalid(v_key + " is " + std::to_string(head_v) + " but " + k_key + " is " + std::to_string(head_k) +
+                       ": llama.cpp's '" + arch + "' graph needs keys and values of the same head size");
+    }
+    if (graph_needs_full_rope(arch) && has_rot && n_rot != head_k) {
+        return invalid(a + "rope.dimension_count is " + std::to_string(n_rot) + " but " + k_key + " is " +
+                       std::to_string(head_k) + ": llama.cpp's '" + arch +
+                       "' graph rotates whole heads, so they must be equal");
+    }
+    return {};
+}
+
 // Layers with attention must have heads (a head count of 0 means "no
 // attention" to llama.cpp, which then divides by it or builds empty views).
 Finding check_heads(const Meta &meta, const std::string &arch) {
@@ -305,6 +366,13 @@ Finding check_heads(const Meta &meta, const std::string &arch) {
         if (n_head_kv[il] == 0 && n_head[il] > 0 && gguf_find_tensor(g, (blk + "attn_k.weight").c_str()) >= 0) {
             return invalid(a + "attention.head_count_kv is 0 for layer " + std::to_string(il) +
                            ", which has key weights (" + blk + "attn_k)");
+        }
+        // grouped-query attention: each key/value head serves a whole number
+        // of query heads (ggml's matrix product broadcasts by a multiple only)
+        if (n_head_kv[il] > 0 && n_head[il] % n_head_kv[il] != 0) {
+            return invalid(a + "attention.head_count is " + std::to_string(n_head[il]) + " and " + a +
+                           "attention.head_count_kv is " + std::to_string(n_head_kv[il]) + " for layer " +
+                           std::to_string(il) + ": the query heads must be a multiple of the key/value heads");
         }
     }
     return {};
@@ -462,6 +530,7 @@ Finding check_contents(const gguf_context *g) {
     if (!meta.str("general.architecture", arch)) return {}; // absent: refused by the caller; mistyped: llama.cpp
     if (Finding f = check_hparams(meta, arch)) return f;
     if (Finding f = check_heads(meta, arch)) return f;
+    if (Finding f = check_head_sizes(meta, arch)) return f;
     if (Finding f = check_vocab(meta)) return f;
     if (Finding f = check_tensors(g)) return f;
     return {};
