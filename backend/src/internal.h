@@ -27,10 +27,17 @@ public:
     std::string text() const;
 };
 
+// What check_model_file learns about a file that the load must heed.
+struct ModelFileFacts {
+    // Every tensor's data is aligned in the file as ggml's CPU buffers need:
+    // if not, llama.cpp cannot map the file (it asserts), so it is read.
+    bool mmap_aligned = true;
+};
+
 // Checks a model file before llama.cpp loads it: that it exists, is a whole
 // GGUF file, and has nothing llama.cpp would abort the process on (see
 // model_check.cpp). Records the failure and returns its status, or LLMODEL_OK.
-llmodel_status check_model_file(const char *path);
+llmodel_status check_model_file(const char *path, ModelFileFacts *facts = nullptr);
 
 // Resolves a device request (see llmodel_load_params.device). On success
 // *dev is the device, or nullptr for the CPU.

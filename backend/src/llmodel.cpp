@@ -707,7 +707,8 @@ LLMODEL_API llmodel_status llmodel_model_load(const char *path, const llmodel_lo
         LLMODEL_REQUIRE(p.n_gpu_layers >= -1, "n_gpu_layers must be -1 or more");
 
         ensure_backends();
-        if (llmodel_status s = check_model_file(path)) return s;
+        ModelFileFacts facts;
+        if (llmodel_status s = check_model_file(path, &facts)) return s;
         ggml_backend_dev_t gpu = nullptr;
         if (llmodel_status s = select_device(p.device, &gpu)) return s;
 
@@ -716,7 +717,7 @@ LLMODEL_API llmodel_status llmodel_model_load(const char *path, const llmodel_lo
         llama_model_params mp = llama_model_default_params();
         mp.devices = devs; // {NULL}: the CPU alone
         mp.n_gpu_layers = gpu ? p.n_gpu_layers : 0;
-        mp.load_mode = p.use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
+        mp.load_mode = p.use_mmap && facts.mmap_aligned ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
         {
             LogCapture capture;
             m->model = llama_model_load_from_file(path, mp);

@@ -22,6 +22,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "ggml-backend.h"
 #include "ggml.h"
 #include "gguf.h"
 
@@ -538,7 +539,7 @@ Finding check_contents(const gguf_context *g) {
 
 } // namespace
 
-llmodel_status check_model_file(const char *path) {
+llmodel_status check_model_file(const char *path, ModelFileFacts *facts) {
     struct stat st;
     if (stat(path, &st) != 0) {
         return fail(LLMODEL_ERR_FILE_NOT_FOUND, std::string("model file not found: ") + path);
@@ -583,6 +584,16 @@ llmodel_status check_model_file(const char *path) {
         return fail(LLMODEL_ERR_INVALID_FILE, "truncated GGUF file: " + std::string(path) + " has " +
                                                   std::to_string(st.st_size) + " bytes but its tensors need " +
                                                   std::to_string(needed) + " (an incomplete download?)");
+    }
+    if (facts) {
+        // llama.cpp maps the file and hands ggml a buffer starting at the
+        // first tensor of each kind of buffer: ggml asserts that it is
+        // aligned (a GGUF file with a general.alignment under 32 is not)
+        const size_t align = ggml_backend_buft_get_alignment(ggml_backend_cpu_buffer_type());
+        facts->mmap_aligned = gguf_get_data_offset(g) % align == 0;
+        for (int64_t i = 0; facts->mmap_aligned && i < gguf_get_n_tensors(g); ++i) {
+            facts->mmap_aligned = gguf_get_tensor_offset(g, i) % align == 0;
+        }
     }
     if (gguf_find_key(g, "general.architecture") < 0) {
         return fail(LLMODEL_ERR_UNSUPPORTED,
