@@ -36,8 +36,8 @@ sys.path.insert(0, str(HERE))
 import gguf_file as G  # noqa: E402
 
 SEED = int(os.environ.get("GGUF_FUZZ_SEED", "20240601"))
-N_MUTATIONS = int(os.environ.get("GGUF_FUZZ_N", "360"))
-N_GEMMA_MUTATIONS = int(os.environ.get("GGUF_FUZZ_N_GEMMA", "40"))
+N_MUTATIONS = int(os.environ.get("GGUF_FUZZ_N", "300"))
+N_GEMMA_MUTATIONS = int(os.environ.get("GGUF_FUZZ_N_GEMMA", "30"))
 FILE_TIMEOUT = 90.0  # seconds one file may take to load and generate
 PROMPT = "Hello"
 N_PREDICT = 3
