@@ -739,7 +739,7 @@ LLMODEL_API llmodel_status llmodel_model_load(const char *path, const llmodel_lo
             }
         }
         m->path = path;
-        m->mapped = p.use_mmap && llama_supports_mmap();
+        m->mapped = mp.load_mode == LLAMA_LOAD_MODE_MMAP && llama_supports_mmap();
         if (m->mapped && stat(path, &m->file_stat) != 0) m->mapped = false;
         m->vocab = llama_model_get_vocab(m->model);
         m->arch = meta_string(m->model, "general.architecture");
