@@ -88,8 +88,7 @@ def interesting_string(rng: random.Random, current: str) -> object:
 
 def value_for(rng: random.Random, type_: int, current: object) -> object:
     if type_ in INT_TYPES:
-        return interesting_int(rng, INT_BITS[type_], int(current) if isinstance(current, (int, float)) and
-                               not isinstance(current, float) else 0)
+        return interesting_int(rng, INT_BITS[type_], current if isinstance(current, int) else 0)
     if type_ in FLOAT_TYPES:
         return interesting_float(rng)
     if type_ == G.BOOL:
@@ -765,8 +764,7 @@ def run_corpus(base_path: Path, which: str, names: List[str], tmp: Path,
     """Runs every file of a corpus through children; one Outcome per file."""
     outcomes: Dict[int, Outcome] = {}
     # GGML_NO_BACKTRACE: an abort does not wait for gdb to print a stack
-    env = dict(os.environ, OMP_WAIT_POLICY="passive", PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1",
-               GGML_NO_BACKTRACE="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1", GGML_NO_BACKTRACE="1")
     start = 0
     n = len(names)
     while start < n:
