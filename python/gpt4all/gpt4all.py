@@ -382,10 +382,13 @@ class GPT4All:
             model_prompt, n_keep, add_special = prompt, 1, True
 
         # in a session, a turn whose oldest messages were dropped to fit the
-        # context shifts the cached rest into place instead of re-reading it
+        # context shifts the cached rest into place instead of re-reading it.
+        # Outside one, the prompt is text, as in the original: special-token
+        # text typed into it ("<|im_end|>") is those characters, never a
+        # control token (a session's prompt is tokens, so special plays no part)
         kwargs = dict(n_predict=n, temp=temp, top_k=top_k, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty,
                       repeat_last_n=repeat_last_n, n_batch=0, seed=seed, context_shift=True, n_keep=n_keep,
-                      add_special=add_special, reuse_shifted=history is not None)
+                      special=False, add_special=add_special, reuse_shifted=history is not None)
         reply: Optional[MessageType] = None
         if history is not None:
             reply = history.record_reply()
