@@ -56,46 +56,45 @@ def interrupt_child(model_path, body: str, ready: str, delay: float) -> tuple:
     return out, sent
 
 
+def interrupted_then_usable(setup: str, call: str) -> str:
+    """A child body: setup, then call under Ctrl-C, then a generation that must still work."""
+    return setup + f"""
+        try:
+            {call}
+            print("not interrupted")
+        except KeyboardInterrupt:
+            print("interrupted", time.monotonic())
+        print("after:", model.generate("The capital of France is", max_tokens=8, temp=0))
+    """
+
+
+def assert_interrupted_at_once(out: str, sent: float) -> None:
+    lines = out.splitlines()
+    assert lines[0].startswith("interrupted"), out
+    assert float(lines[0].split()[1]) - sent < 0.5
+    assert "Paris" in lines[1]
+
+
 def test_ctrl_c_during_generation_raises_at_once_and_the_model_stays_usable(smollm2_path):
-    body = """
+    body = interrupted_then_usable("""
         def on_token(token, text):
             if not started:
                 started.append(1)
                 print("generating", flush=True)
             return True
         started = []
-        try:
-            model.generate("Count from one to ten thousand: one, two,", max_tokens=100000, temp=0,
-                           repeat_penalty=1.0, callback=on_token)
-            print("not interrupted")
-        except KeyboardInterrupt:
-            print("interrupted", time.monotonic())
-        print("after:", model.generate("The capital of France is", max_tokens=8, temp=0))
-    """
-    out, sent = interrupt_child(smollm2_path, body, "generating", 0.5)
-    lines = out.splitlines()
-    assert lines[0].startswith("interrupted"), out
-    assert float(lines[0].split()[1]) - sent < 0.5
-    assert "Paris" in lines[1]
+    """, 'model.generate("Count from one to ten thousand: one, two,", max_tokens=100000, temp=0, '
+         'repeat_penalty=1.0, callback=on_token)')
+    assert_interrupted_at_once(*interrupt_child(smollm2_path, body, "generating", 0.5))
 
 
 def test_ctrl_c_during_a_long_prompt_raises_within_its_step(smollm2_path):
     # ~1,900 prompt tokens: seconds of prompt processing, 512 tokens a step
-    body = """
+    body = interrupted_then_usable("""
         long = "The quick brown fox jumps over the lazy dog. " * 190
         print("reading", flush=True)
-        try:
-            model.generate(long, max_tokens=4, temp=0)
-            print("not interrupted")
-        except KeyboardInterrupt:
-            print("interrupted", time.monotonic())
-        print("after:", model.generate("The capital of France is", max_tokens=8, temp=0))
-    """
-    out, sent = interrupt_child(smollm2_path, body, "reading", 0.3)
-    lines = out.splitlines()
-    assert lines[0].startswith("interrupted"), out
-    assert float(lines[0].split()[1]) - sent < 0.5
-    assert "Paris" in lines[1]
+    """, "model.generate(long, max_tokens=4, temp=0)")
+    assert_interrupted_at_once(*interrupt_child(smollm2_path, body, "reading", 0.3))
 
 
 def test_ctrl_c_keeps_a_programs_own_sigint_handler(smollm2_path):
