@@ -117,6 +117,13 @@ LogCapture::LogCapture() {
 LogCapture::~LogCapture() { --t_log.capture_depth; }
 std::string LogCapture::text() const { return t_log.captured; }
 
+std::string last_lines(const std::string &log) {
+    std::string s = log;
+    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+    if (s.size() > 600) s = "..." + s.substr(s.size() - 600);
+    return s;
+}
+
 // ------------------------------------------------------------ backends
 
 namespace {

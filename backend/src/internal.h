@@ -39,6 +39,9 @@ struct ModelFileFacts {
 // model_check.cpp). Records the failure and returns its status, or LLMODEL_OK.
 llmodel_status check_model_file(const char *path, ModelFileFacts *facts = nullptr);
 
+// The end of a captured log, trimmed, for an error message.
+std::string last_lines(const std::string &log);
+
 // Resolves a device request (see llmodel_load_params.device). On success
 // *dev is the device, or nullptr for the CPU.
 llmodel_status select_device(const char *request, ggml_backend_dev_t *dev);

@@ -129,13 +129,6 @@ template <class F> llmodel_status guarded(F &&body) {
 #define LLMODEL_REQUIRE(cond, msg) \
     do { if (!(cond)) return fail(LLMODEL_ERR_INVALID_ARGUMENT, (msg)); } while (0)
 
-std::string last_lines(const std::string &log) {
-    std::string s = log;
-    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-    if (s.size() > 600) s = "..." + s.substr(s.size() - 600);
-    return s;
-}
-
 std::string human_bytes(double b) {
     char buf[64];
     if (b >= 1024.0 * 1024 * 1024) std::snprintf(buf, sizeof buf, "%.1f GiB", b / (1024.0 * 1024 * 1024));

@@ -39,13 +39,6 @@ namespace llmodel {
 
 namespace {
 
-std::string last_lines(const std::string &log) {
-    std::string s = log;
-    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-    if (s.size() > 600) s = "..." + s.substr(s.size() - 600);
-    return s;
-}
-
 std::string fmt_float(double v) {
     char buf[64];
     std::snprintf(buf, sizeof buf, "%g", v);
