@@ -56,6 +56,17 @@ def interrupt_child(model_path, body: str, ready: str, delay: float) -> tuple:
     return out, sent
 
 
+# a child's token callback that tells the parent generation has begun
+ANNOUNCE_FIRST_TOKEN = """
+        def on_token(token, text):
+            if not started:
+                started.append(1)
+                print("generating", flush=True)
+            return True
+        started = []
+"""
+
+
 def interrupted_then_usable(setup: str, call: str) -> str:
     """A child body: setup, then call under Ctrl-C, then a generation that must still work."""
     return setup + f"""
@@ -76,14 +87,7 @@ def assert_interrupted_at_once(out: str, sent: float) -> None:
 
 
 def test_ctrl_c_during_generation_raises_at_once_and_the_model_stays_usable(smollm2_path):
-    body = interrupted_then_usable("""
-        def on_token(token, text):
-            if not started:
-                started.append(1)
-                print("generating", flush=True)
-            return True
-        started = []
-    """, 'model.generate("Count from one to ten thousand: one, two,", max_tokens=100000, temp=0, '
+    body = interrupted_then_usable(ANNOUNCE_FIRST_TOKEN, 'model.generate("Count from one to ten thousand: one, two,", max_tokens=100000, temp=0, '
          'repeat_penalty=1.0, callback=on_token)')
     assert_interrupted_at_once(*interrupt_child(smollm2_path, body, "generating", 0.5))
 
@@ -98,16 +102,10 @@ def test_ctrl_c_during_a_long_prompt_raises_within_its_step(smollm2_path):
 
 
 def test_ctrl_c_keeps_a_programs_own_sigint_handler(smollm2_path):
-    body = """
+    body = ANNOUNCE_FIRST_TOKEN + """
         import signal
         seen = []
         signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
-        def on_token(token, text):
-            if not started:
-                started.append(1)
-                print("generating", flush=True)
-            return True
-        started = []
         text = model.generate("Count from one to ten thousand: one, two,", max_tokens=100000, temp=0,
                               repeat_penalty=1.0, callback=on_token)
         print(seen, model.last_generation.stop_reason, len(text) > 0)
