@@ -10,7 +10,8 @@
  * - Handles are opaque. A model is created by llmodel_model_load() and
  *   destroyed by llmodel_model_free(). llmodel_model_close() releases the
  *   weights and the context early; the handle stays valid and every later call
- *   on it fails with LLMODEL_ERR_CLOSED.
+ *   on it fails with LLMODEL_ERR_CLOSED. Conversations and embedders are
+ *   created on a model and freed with their own *_free function.
  * - Functions that can fail return an llmodel_status. On failure a message
  *   that says what went wrong is kept for the calling thread and can be read
  *   with llmodel_last_error() until that thread's next llmodel call.
@@ -23,27 +24,66 @@
  * - Strings are UTF-8. Text arguments take an explicit byte length, so they
  *   need not be NUL-terminated; strings returned by the library are.
  *
+ * Models, conversations, embedders
+ * --------------------------------
+ * A model (llmodel_model) holds the weights, loaded once, and one engine
+ * context whose KV cache is a pool shared by the model's conversations.
+ * A conversation (llmodel_conversation) is one sequence in that pool: its own
+ * cached tokens (so each turn evaluates only its new tokens), its own sampler
+ * state and its own call rule. Any number of conversations may exist; at
+ * most llmodel_load_params.n_parallel of them hold cache cells at once. One
+ * that has to make room for another while idle is "parked": its cache is
+ * copied to host memory and copied back when it runs again, so it never
+ * evaluates its tokens twice. The pool starts at n_ctx cells and grows (by
+ * doubling, up to n_ctx * n_parallel) only when conversations running at the
+ * same time need more; memory is the weights once plus the cells in use.
+ *
+ * Conversations that generate at the same time are decoded together: each
+ * engine step is one llama_decode over every running conversation's next
+ * token (and the next chunk of any prompt being read), so a conversation
+ * that starts later joins the running batch at the next step and one that
+ * ends leaves it. Each conversation's tokens are sampled from its own logits
+ * by its own sampler, so what it generates does not depend on the others,
+ * except for the rounding of the engine's batched kernels (see README).
+ *
+ * The model-level generation functions (llmodel_generate, llmodel_stream_*,
+ * llmodel_reset, llmodel_cached_tokens, llmodel_state_*) act on the model's
+ * own default conversation, which exists as long as the model does.
+ *
+ * An embedder (llmodel_embedder) is a separate context over the same weights
+ * that returns one pooled vector per text.
+ *
  * Threads
  * -------
- * - One call at a time per model handle. A call made on a handle while
- *   another thread is inside a call on the same handle fails at once with
- *   LLMODEL_ERR_BUSY (nothing is changed). Callers that share a handle between
- *   threads must serialize their calls.
- * - Two functions are exempt: llmodel_cancel() may be called at any time,
- *   from any thread or a signal handler; and llmodel_model_free() called
- *   while a call runs on the handle (from one of that call's callbacks, or
- *   from another thread) stops that call, which frees the handle as it
- *   returns. llmodel_model_close() from one of the call's own callbacks
- *   likewise closes the model as the call returns.
- * - Different handles may be used from different threads in parallel.
- * - A stream (llmodel_stream_begin) counts as a call on its model for each
- *   llmodel_stream_next and llmodel_stream_end; while it is open, calls that
- *   change the model's cache (generate, a second stream, reset, state_load)
- *   fail with LLMODEL_ERR_BUSY.
+ * - One call at a time per conversation (and per embedder). A call on a
+ *   conversation while another thread is inside a call on it fails at once
+ *   with LLMODEL_ERR_BUSY (nothing is changed). Different conversations of
+ *   one model may be used from different threads at the same time: that is
+ *   how their generations are batched.
+ * - Calls on the model itself that do not generate (tokenize, detokenize,
+ *   facts, metadata, llmodel_conversation_new, ...) may be made from any
+ *   thread at any time, also while conversations generate.
+ * - llmodel_cancel() and llmodel_conversation_cancel() may be called at any
+ *   time, from any thread or a signal handler.
+ * - llmodel_model_close() stops every call running on the model's
+ *   conversations and embedders; called from a thread that is not inside one
+ *   of them it waits until they have returned (they stop within one engine
+ *   step) and releases the model; called from one of their callbacks, the
+ *   model is released as the last of them returns. llmodel_model_free()
+ *   never waits: it does the same, and the handle's memory goes when the last
+ *   running call has returned and the last conversation and embedder are
+ *   freed. After either, calls on the model, its conversations and its
+ *   embedders fail with LLMODEL_ERR_CLOSED; conversations and embedders must
+ *   still be freed (llmodel_conversation_free works after the model is gone).
+ * - A stream (llmodel_stream_begin) counts as a call on its conversation for
+ *   each llmodel_stream_next and llmodel_stream_end; while it is open, calls
+ *   that change that conversation's cache (generate, a second stream, reset,
+ *   state_load) fail with LLMODEL_ERR_BUSY. Other conversations are free.
  * - Callbacks run on the thread that made the call. A callback must not call
- *   back into the library with the same handle (that fails with
- *   LLMODEL_ERR_BUSY), except llmodel_cancel(), llmodel_model_close() and
- *   llmodel_model_free(); other handles are fine.
+ *   back into the library with the conversation it runs for (that fails
+ *   with LLMODEL_ERR_BUSY), except to cancel it, close or free the model,
+ *   or free the conversation (which stops the call and frees it as the call
+ *   returns); other conversations and model-level calls are fine.
  * - llmodel_set_log_callback() should be called before any other function;
  *   the log callback may be called from any thread.
  */
@@ -72,17 +112,24 @@ extern "C" {
 
 /* Bumped whenever a struct or a signature in this header changes, or
  * functions are added (2: the llmodel_stream_* functions; 3: llmodel_cancel,
- * LLMODEL_STOP_CANCELLED, llmodel_generate_params.reuse_shifted). */
-#define LLMODEL_ABI_VERSION 3
+ * LLMODEL_STOP_CANCELLED, llmodel_generate_params.reuse_shifted; 4:
+ * conversations, batched decoding, embedders, n_parallel, logit bias and
+ * presence/frequency penalties). */
+#define LLMODEL_ABI_VERSION 4
 
 /* The most threads a model may be given (llmodel_load_params.n_threads,
  * llmodel_set_threads). */
 #define LLMODEL_MAX_THREADS 512
 
+/* The most conversations a model may decode together (llmodel_load_params.n_parallel). */
+#define LLMODEL_MAX_PARALLEL 64
+
 /* ------------------------------------------------------------------ types */
 
 typedef struct llmodel_model llmodel_model; /* opaque */
+typedef struct llmodel_conversation llmodel_conversation; /* opaque: one conversation on a model */
 typedef struct llmodel_stream llmodel_stream; /* opaque: one generation, driven by the caller */
+typedef struct llmodel_embedder llmodel_embedder; /* opaque: an embedding context on a model */
 typedef int32_t llmodel_token;
 
 #define LLMODEL_TOKEN_NONE ((llmodel_token)-1)
@@ -98,7 +145,7 @@ typedef enum llmodel_status {
     LLMODEL_ERR_CONTEXT_OVERFLOW = 6, /* the prompt does not fit in the context */
     LLMODEL_ERR_BUSY = 7,             /* another call is running on this handle */
     LLMODEL_ERR_CLOSED = 8,           /* the handle was closed */
-    LLMODEL_ERR_CANCELLED = 9,        /* the prompt callback returned false */
+    LLMODEL_ERR_CANCELLED = 9,        /* the prompt callback returned false, or a cancel */
     LLMODEL_ERR_BUFFER_TOO_SMALL = 10,/* the needed size was stored in *n_out */
     LLMODEL_ERR_NO_DEVICE = 11,       /* the requested device does not exist */
     LLMODEL_ERR_BACKEND = 12,         /* llama.cpp/ggml failed while computing */
@@ -112,7 +159,7 @@ typedef enum llmodel_stop_reason {
     LLMODEL_STOP_LENGTH = 2,       /* n_predict tokens were produced */
     LLMODEL_STOP_CALLBACK = 3,     /* the response callback returned false */
     LLMODEL_STOP_CONTEXT_FULL = 4, /* the context is full and shifting was not allowed */
-    LLMODEL_STOP_CANCELLED = 5     /* llmodel_cancel(), or the model was closed or freed meanwhile */
+    LLMODEL_STOP_CANCELLED = 5     /* a cancel, or the model or conversation was closed or freed meanwhile */
 } llmodel_stop_reason;
 
 typedef enum llmodel_log_level {
@@ -194,11 +241,15 @@ typedef struct llmodel_load_params {
                              SIGBUS). Generation checks the file's size, inode
                              and mtime first and fails with
                              LLMODEL_ERR_INVALID_FILE when it changed. */
+    int32_t n_parallel;   /* the most conversations that hold a cache and are
+                             decoded together (1 to LLMODEL_MAX_PARALLEL);
+                             others wait for a place. The cache pool grows to
+                             n_ctx * n_parallel cells only as far as they need. */
 } llmodel_load_params;
 
 LLMODEL_API llmodel_load_params llmodel_load_default_params(void);
 
-/* Loads a GGUF model and creates its context. On success *out is a new
+/* Loads a GGUF model and creates its context (with n_ctx cells to start). On success *out is a new
  * handle; on failure *out is NULL and llmodel_last_error() says why (missing,
  * empty, not GGUF, truncated, unsupported architecture, out of memory, ...). */
 LLMODEL_API llmodel_status llmodel_model_load(const char *path, const llmodel_load_params *params,
@@ -206,15 +257,17 @@ LLMODEL_API llmodel_status llmodel_model_load(const char *path, const llmodel_lo
 
 /* Releases the weights and the context; the handle stays valid (later calls
  * fail with LLMODEL_ERR_CLOSED) until llmodel_model_free(). Closing a closed
- * handle is a no-op. Fails with LLMODEL_ERR_BUSY if a call is running on
- * another thread; from one of a call's own callbacks it stops that call and
- * the model is closed as the call returns. */
+ * handle is a no-op. Calls running on the model's conversations and
+ * embedders are stopped: from a thread outside them this waits until they
+ * have returned; from one of their callbacks the model is closed as the last
+ * of them returns. */
 LLMODEL_API llmodel_status llmodel_model_close(llmodel_model *model);
 
-/* Closes if needed and frees the handle. NULL is accepted. Called while a
- * call runs on the handle (from its callback or another thread), that call
- * stops and frees the handle as it returns; the handle must not be used
- * after this function. */
+/* Closes if needed and frees the handle. NULL is accepted. Never waits:
+ * calls running on the model stop, and the last of them to return releases
+ * it. Conversations and embedders left on it fail with LLMODEL_ERR_CLOSED
+ * from then on and must still be freed. The handle must not be used after
+ * this function. */
 LLMODEL_API void llmodel_model_free(llmodel_model *model);
 
 /* ------------------------------------------------------------ model facts */
@@ -226,7 +279,7 @@ typedef struct llmodel_model_info {
     const char *backend;       /* the backend the model runs on: "CPU", "Vulkan", ... */
     const char *device;        /* the device name, e.g. "CPU", "Vulkan0" */
     const char *device_description;
-    int32_t n_ctx;             /* the context length in use */
+    int32_t n_ctx;             /* the context length of one conversation */
     int32_t n_ctx_train;       /* the context length the model was trained with */
     int32_t n_batch;
     int32_t n_vocab;
@@ -277,6 +330,17 @@ LLMODEL_API llmodel_status llmodel_token_to_piece(const llmodel_model *model, ll
 
 /* ------------------------------------------------------------ generation */
 
+/* One entry of llmodel_generate_params.logit_bias. */
+typedef struct llmodel_logit_bias {
+    llmodel_token token;
+    float bias;
+} llmodel_logit_bias;
+
+/* The parameters of one generation. Tokens are chosen by a pipeline of
+ * stages, in this order: the repeat, frequency and presence penalties over
+ * the last repeat_last_n tokens; the logit bias; a constraint (none yet);
+ * top-k, top-p and min-p; temperature; and the choice itself (greedy when
+ * temp <= 0, else a draw from the seeded distribution). */
 typedef struct llmodel_generate_params {
     float temp;             /* <= 0: greedy (always the most likely token) */
     int32_t top_k;          /* <= 0: no top-k cut */
@@ -299,18 +363,31 @@ typedef struct llmodel_generate_params {
                                what follows shifted into place, as a context
                                shift does, instead of being evaluated again.
                                false: only the common prefix is reused */
+    float frequency_penalty; /* subtracted from a token's logit once per time it
+                                occurs in the repeat_last_n window; 0: none */
+    float presence_penalty;  /* subtracted once from the logit of every token in
+                                the window; 0: none */
+    const struct llmodel_logit_bias *logit_bias; /* added to tokens' logits before
+                                sampling (-INFINITY bans a token); may be NULL */
+    size_t n_logit_bias;
 } llmodel_generate_params;
 
 LLMODEL_API llmodel_generate_params llmodel_generate_default_params(void);
 
-/* Asks the call running on the model, if any, to stop as soon as it can:
+/* Asks every call running on the model's conversations (the default one
+ * included) and embedders to stop as soon as it can (see
+ * llmodel_conversation_cancel for what that means). */
+LLMODEL_API llmodel_status llmodel_cancel(llmodel_model *model);
+
+/* Asks the call running on the conversation, if any, to stop as soon as it can:
  * prompt evaluation stops within its current step and the call fails with
  * LLMODEL_ERR_CANCELLED (what was evaluated before that step stays cached);
  * generation ends with stop_reason LLMODEL_STOP_CANCELLED. A call that starts
  * later is not affected. It only sets a flag and never waits, so it may be
  * called from any thread and from a signal handler; LLMODEL_ERR_INVALID_ARGUMENT
- * for NULL (no message is recorded). */
-LLMODEL_API llmodel_status llmodel_cancel(llmodel_model *model);
+ * for NULL (no message is recorded). The other conversations in the same
+ * batch go on undisturbed. */
+LLMODEL_API llmodel_status llmodel_conversation_cancel(llmodel_conversation *conv);
 
 /* Prompt progress: n_done of n_total prompt tokens evaluated. Return false to
  * cancel the call (it then fails with LLMODEL_ERR_CANCELLED; the tokens
@@ -391,6 +468,106 @@ LLMODEL_API llmodel_status llmodel_stream_next(llmodel_stream *stream, llmodel_t
  * with LLMODEL_ERR_BUSY, ending nothing, while another thread is in a call on
  * the model. A stream may be ended after its model was closed or freed. */
 LLMODEL_API llmodel_status llmodel_stream_end(llmodel_stream *stream, llmodel_generate_result *result);
+
+/* ------------------------------------------------------------ conversations */
+
+/* A new, empty conversation on the model. Free it with
+ * llmodel_conversation_free(). */
+LLMODEL_API llmodel_status llmodel_conversation_new(llmodel_model *model, llmodel_conversation **out);
+
+/* Frees a conversation and its cache. NULL is accepted. From one of the
+ * conversation's own callbacks (or while another thread is in a call on it)
+ * the call stops and the conversation is freed as the call returns. Works
+ * after its model was closed or freed. */
+LLMODEL_API void llmodel_conversation_free(llmodel_conversation *conv);
+
+/* llmodel_generate, llmodel_generate_tokens, llmodel_stream_begin,
+ * llmodel_stream_begin_tokens, llmodel_reset, llmodel_cached_tokens and
+ * llmodel_state_* for one conversation: the same rules, on its own cache. A
+ * state saved from one conversation may be loaded into another of a model
+ * loaded from the same file. */
+LLMODEL_API llmodel_status llmodel_conversation_generate(llmodel_conversation *conv, const char *prompt,
+                                                         size_t prompt_len, const llmodel_generate_params *params,
+                                                         llmodel_prompt_callback on_prompt,
+                                                         llmodel_response_callback on_response, void *user_data,
+                                                         llmodel_generate_result *result);
+LLMODEL_API llmodel_status llmodel_conversation_generate_tokens(llmodel_conversation *conv,
+                                                                const llmodel_token *tokens, size_t n_tokens,
+                                                                const llmodel_generate_params *params,
+                                                                llmodel_prompt_callback on_prompt,
+                                                                llmodel_response_callback on_response,
+                                                                void *user_data, llmodel_generate_result *result);
+LLMODEL_API llmodel_status llmodel_conversation_stream_begin(llmodel_conversation *conv, const char *prompt,
+                                                             size_t prompt_len,
+                                                             const llmodel_generate_params *params,
+                                                             llmodel_prompt_callback on_prompt, void *user_data,
+                                                             llmodel_stream **out);
+LLMODEL_API llmodel_status llmodel_conversation_stream_begin_tokens(llmodel_conversation *conv,
+                                                                    const llmodel_token *tokens, size_t n_tokens,
+                                                                    const llmodel_generate_params *params,
+                                                                    llmodel_prompt_callback on_prompt,
+                                                                    void *user_data, llmodel_stream **out);
+LLMODEL_API llmodel_status llmodel_conversation_reset(llmodel_conversation *conv);
+LLMODEL_API llmodel_status llmodel_conversation_cached_tokens(llmodel_conversation *conv, llmodel_token *tokens,
+                                                              size_t capacity, size_t *n_out);
+LLMODEL_API llmodel_status llmodel_conversation_state_size(llmodel_conversation *conv, size_t *n_out);
+LLMODEL_API llmodel_status llmodel_conversation_state_save(llmodel_conversation *conv, void *buf,
+                                                           size_t buf_size, size_t *n_out);
+LLMODEL_API llmodel_status llmodel_conversation_state_load(llmodel_conversation *conv, const void *buf,
+                                                           size_t buf_size);
+
+/* ------------------------------------------------------------ embeddings */
+
+/* How an embedder turns a text's token vectors into one vector. */
+typedef enum llmodel_pooling {
+    LLMODEL_POOLING_MODEL = -1, /* as the model's metadata says (mean when it says nothing) */
+    LLMODEL_POOLING_MEAN = 1,   /* the mean of the tokens' vectors */
+    LLMODEL_POOLING_CLS = 2,    /* the first token's vector */
+    LLMODEL_POOLING_LAST = 3    /* the last token's vector */
+} llmodel_pooling;
+
+typedef struct llmodel_embedder_params {
+    int32_t pooling;   /* an llmodel_pooling value */
+    int32_t n_ctx;     /* the most tokens of one text; 0: the model's training
+                          context, at most 8192 */
+    int32_t n_batch;   /* the most tokens evaluated in one step (several texts
+                          share a step); 0: n_ctx. At least n_ctx for models
+                          whose attention is not causal (BERT and its kin). */
+    int32_t n_seq_max; /* the most texts in one step (1 to LLMODEL_MAX_PARALLEL) */
+    bool normalize;    /* scale each vector to length 1 (L2) */
+} llmodel_embedder_params;
+
+LLMODEL_API llmodel_embedder_params llmodel_embedder_default_params(void);
+
+/* A new embedding context on the model (the weights are shared). Causal
+ * attention is turned off for the architectures that need it. */
+LLMODEL_API llmodel_status llmodel_embedder_new(llmodel_model *model, const llmodel_embedder_params *params,
+                                                llmodel_embedder **out);
+
+/* Frees an embedder. NULL is accepted; works after its model was closed or
+ * freed; from its own callback, the call stops and frees it as it returns. */
+LLMODEL_API void llmodel_embedder_free(llmodel_embedder *embedder);
+
+typedef struct llmodel_embedder_info {
+    int32_t n_embd;  /* floats per vector */
+    int32_t n_ctx;   /* the most tokens of one text */
+    int32_t pooling; /* the llmodel_pooling in use (never LLMODEL_POOLING_MODEL) */
+    bool causal;     /* whether the model's attention is causal */
+} llmodel_embedder_info;
+
+LLMODEL_API llmodel_status llmodel_embedder_get_info(llmodel_embedder *embedder, llmodel_embedder_info *out);
+
+/* Embeds n_texts texts, each given as tokens (texts[i], n_tokens[i]), into
+ * out: n_texts * n_embd floats, text after text. Texts are packed into steps
+ * of up to n_batch tokens and n_seq_max texts. A text longer than n_ctx
+ * fails with LLMODEL_ERR_CONTEXT_OVERFLOW (nothing is computed); an empty one
+ * with LLMODEL_ERR_INVALID_ARGUMENT. on_progress (may be NULL) is called
+ * after each step with the texts done so far; returning false cancels with
+ * LLMODEL_ERR_CANCELLED, as does llmodel_cancel() on the model. */
+LLMODEL_API llmodel_status llmodel_embed_tokens(llmodel_embedder *embedder, const llmodel_token *const *texts,
+                                                const size_t *n_tokens, size_t n_texts, float *out,
+                                                size_t out_capacity, llmodel_prompt_callback on_progress,
+                                                void *user_data);
 
 /* ------------------------------------------------------------ state */
 
