@@ -1,5 +1,4 @@
-// Backend loading, devices, logging, error state and CPU facts: the
-// process-wide side of llmodel.
+// Backend loading, devices and CPU facts: the process-wide side of llmodel.
 #include "internal.h"
 
 #include <algorithm>
@@ -35,94 +34,6 @@
 namespace fs = std::filesystem;
 
 namespace llmodel {
-
-// ------------------------------------------------------------ error state
-
-static thread_local std::string t_last_error;
-
-llmodel_status fail(llmodel_status status, std::string message) {
-    t_last_error = std::move(message);
-    return status;
-}
-
-void clear_error() { t_last_error.clear(); }
-
-// ------------------------------------------------------------ logging
-
-namespace {
-std::mutex g_log_mutex;
-llmodel_log_callback g_log_cb = nullptr;
-void *g_log_ud = nullptr;
-
-struct ThreadLog {
-    int capture_depth = 0;
-    std::string captured;
-    bool quiet = false;          // demote errors to debug (probing optional backends)
-    int last_level = GGML_LOG_LEVEL_INFO;
-};
-thread_local ThreadLog t_log;
-
-void on_engine_log(enum ggml_log_level level, const char *text, void *) {
-    if (!text) {
-        return;
-    }
-    int lvl = level == GGML_LOG_LEVEL_CONT ? t_log.last_level : static_cast<int>(level);
-    t_log.last_level = lvl;
-    if (t_log.capture_depth > 0 && (lvl == GGML_LOG_LEVEL_ERROR || lvl == GGML_LOG_LEVEL_WARN)) {
-        if (t_log.captured.size() < 4096) {
-            t_log.captured += text;
-        }
-    }
-    if (t_log.quiet) {
-        lvl = GGML_LOG_LEVEL_DEBUG;
-    }
-    llmodel_log_callback cb;
-    void *ud;
-    {
-        std::lock_guard<std::mutex> lock(g_log_mutex);
-        cb = g_log_cb;
-        ud = g_log_ud;
-    }
-    if (!cb) {
-        return;
-    }
-    llmodel_log_level out = LLMODEL_LOG_DEBUG;
-    switch (lvl) {
-    case GGML_LOG_LEVEL_INFO: out = LLMODEL_LOG_INFO; break;
-    case GGML_LOG_LEVEL_WARN: out = LLMODEL_LOG_WARN; break;
-    case GGML_LOG_LEVEL_ERROR: out = LLMODEL_LOG_ERROR; break;
-    default: out = LLMODEL_LOG_DEBUG; break;
-    }
-    cb(out, text, ud);
-}
-
-// Routes the engine's log to us before it can print anything itself.
-void install_engine_log() {
-    static std::once_flag once;
-    std::call_once(once, [] { llama_log_set(on_engine_log, nullptr); });
-}
-
-struct QuietScope {
-    bool saved;
-    QuietScope() : saved(t_log.quiet) { t_log.quiet = true; }
-    ~QuietScope() { t_log.quiet = saved; }
-};
-} // namespace
-
-LogCapture::LogCapture() {
-    if (t_log.capture_depth++ == 0) {
-        t_log.captured.clear();
-    }
-}
-LogCapture::~LogCapture() { --t_log.capture_depth; }
-std::string LogCapture::text() const { return t_log.captured; }
-
-std::string last_lines(const std::string &log) {
-    std::string s = log;
-    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-    if (s.size() > 600) s = "..." + s.substr(s.size() - 600);
-    return s;
-}
 
 // ------------------------------------------------------------ backends
 
@@ -200,9 +111,7 @@ struct DynLib {
     DynLib &operator=(const DynLib &) = delete;
 };
 
-void debug_log(const std::string &msg) {
-    on_engine_log(GGML_LOG_LEVEL_DEBUG, (msg + "\n").c_str(), nullptr);
-}
+void debug_log(const std::string &msg) { log_debug(msg + "\n"); }
 
 std::vector<fs::path> backend_files(const fs::path &dir, const std::string &name) {
     std::vector<fs::path> out;
@@ -448,34 +357,8 @@ LLMODEL_API const char *llmodel_version(void) { return LLMODEL_VERSION_STRING; }
 
 LLMODEL_API int32_t llmodel_abi_version(void) { return LLMODEL_ABI_VERSION; }
 
-LLMODEL_API const char *llmodel_last_error(void) { return t_last_error.c_str(); }
 
-LLMODEL_API const char *llmodel_status_name(llmodel_status status) {
-    switch (status) {
-    case LLMODEL_OK: return "LLMODEL_OK";
-    case LLMODEL_ERR_INVALID_ARGUMENT: return "LLMODEL_ERR_INVALID_ARGUMENT";
-    case LLMODEL_ERR_FILE_NOT_FOUND: return "LLMODEL_ERR_FILE_NOT_FOUND";
-    case LLMODEL_ERR_INVALID_FILE: return "LLMODEL_ERR_INVALID_FILE";
-    case LLMODEL_ERR_UNSUPPORTED: return "LLMODEL_ERR_UNSUPPORTED";
-    case LLMODEL_ERR_OUT_OF_MEMORY: return "LLMODEL_ERR_OUT_OF_MEMORY";
-    case LLMODEL_ERR_CONTEXT_OVERFLOW: return "LLMODEL_ERR_CONTEXT_OVERFLOW";
-    case LLMODEL_ERR_BUSY: return "LLMODEL_ERR_BUSY";
-    case LLMODEL_ERR_CLOSED: return "LLMODEL_ERR_CLOSED";
-    case LLMODEL_ERR_CANCELLED: return "LLMODEL_ERR_CANCELLED";
-    case LLMODEL_ERR_BUFFER_TOO_SMALL: return "LLMODEL_ERR_BUFFER_TOO_SMALL";
-    case LLMODEL_ERR_NO_DEVICE: return "LLMODEL_ERR_NO_DEVICE";
-    case LLMODEL_ERR_BACKEND: return "LLMODEL_ERR_BACKEND";
-    case LLMODEL_ERR_INTERNAL: return "LLMODEL_ERR_INTERNAL";
-    }
-    return "LLMODEL_ERR_UNKNOWN";
-}
 
-LLMODEL_API void llmodel_set_log_callback(llmodel_log_callback callback, void *user_data) {
-    install_engine_log();
-    std::lock_guard<std::mutex> lock(g_log_mutex);
-    g_log_cb = callback;
-    g_log_ud = user_data;
-}
 
 LLMODEL_API const char *llmodel_backend_dir(void) {
     try {

@@ -13,6 +13,25 @@ namespace llmodel {
 llmodel_status fail(llmodel_status status, std::string message);
 void clear_error();
 
+// Routes llama.cpp's and ggml's log to llmodel's log callback (once).
+void install_engine_log();
+
+// A debug line in llmodel's log.
+void log_debug(const std::string &text);
+
+// While alive on a thread, the engine's errors logged on it are demoted to
+// debug lines (probing optional backends: a missing GPU runtime is normal).
+class QuietScope {
+public:
+    QuietScope();
+    ~QuietScope();
+    QuietScope(const QuietScope &) = delete;
+    QuietScope &operator=(const QuietScope &) = delete;
+
+private:
+    bool saved_;
+};
+
 // Loads ggml's backends from llmodel_backend_dir(), once per process.
 void ensure_backends();
 
