@@ -8,6 +8,7 @@ the few that ask the built library say so in their names."""
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 from conftest import ROOT
 from gpt4all import _native as native
 from gpt4all import errors
+from gpt4all._params import GenerationParams
 from gpt4all._pyllmodel import STOP_REASONS
 
 HEADER = ROOT / "backend" / "include" / "llmodel.h"
@@ -270,3 +272,62 @@ def test_callback_types_match_the_header(name):
     assert len(mirror._argtypes_) == len(params)
     for (tokens, arg), mirrored in zip(params, mirror._argtypes_):
         assert mirrored is DELIBERATE.get((name, arg), ctype(tokens)), f"{name} argument {arg}"
+
+
+# ------------------------------------------------------------ defaults
+
+def _field_value(struct: ctypes.Structure, name: str):
+    value = getattr(struct, name)
+    if name == "logit_bias":
+        return bool(value)  # NULL or not
+    if isinstance(value, float):
+        return ctypes.c_float(value).value
+    return value
+
+
+def test_the_librarys_generate_defaults_are_generation_params_defaults():
+    """llmodel_generate_default_params() and GenerationParams() agree on
+    every field, so a C caller and a Python caller get the same generation."""
+    c_defaults = native.lib().llmodel_generate_default_params()
+
+    class ZeroDefaults:  # every field of the Python side comes from GenerationParams, none from C
+        @staticmethod
+        def llmodel_generate_default_params():
+            return native.GenerateParams()
+
+    py_defaults = GenerationParams().to_native(ZeroDefaults)
+    differ = {name: (_field_value(c_defaults, name), _field_value(py_defaults, name))
+              for name, _ in native.GenerateParams._fields_
+              if _field_value(c_defaults, name) != _field_value(py_defaults, name)}
+    assert not differ, f"C default, Python default: {differ}"
+
+
+def test_generation_params_fill_every_field_of_the_native_struct():
+    """to_native() leaves no field of llmodel_generate_params at what the
+    library's defaults said: each one is set from GenerationParams."""
+    def sentinel_struct() -> "native.GenerateParams":
+        p = native.GenerateParams()
+        for name, t in native.GenerateParams._fields_:
+            if t is c_bool:
+                setattr(p, name, True)
+            elif t is c_float:
+                setattr(p, name, 12345.5)
+            elif name == "logit_bias":
+                p.logit_bias = (native.LogitBias * 1)((99, 1.0))
+            else:
+                setattr(p, name, 12345)
+        return p
+
+    class SentinelDefaults:
+        llmodel_generate_default_params = staticmethod(sentinel_struct)
+
+    params = GenerationParams(context_shift=False, special=False, add_special=False, reuse_shifted=False)
+    p = params.to_native(SentinelDefaults)
+    left = [name for name, t in native.GenerateParams._fields_
+            if (t is c_bool and getattr(p, name) is True)
+            or (name == "logit_bias" and bool(p.logit_bias))
+            or (t is not c_bool and name != "logit_bias" and getattr(p, name) in (12345, 12345.5))]
+    assert not left
+    # and every field of GenerationParams reaches the struct (special is parse_special)
+    names = {f.name for f in dataclasses.fields(GenerationParams)} - {"special"} | {"parse_special"}
+    assert names == {name for name, _ in native.GenerateParams._fields_} - {"n_logit_bias"}
