@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 from . import errors
@@ -15,44 +14,27 @@ from .templates import ChatFormatter
 ConfigType = Dict[str, Any]
 MessageType = Dict[str, str]
 
-DEFAULT_MODEL_DIR_ENV = "GPT4ALL_MODEL_PATH"
-
 
 def empty_response_callback(token_id: int, response: str) -> bool:
     """The default ``callback`` of [`GPT4All.generate`][gpt4all.GPT4All.generate]: accepts every token."""
     return True
 
 
-def default_model_dir() -> Path:
-    """Where models are looked for and stored.
-
-    ``gpt4all.gpt4all.DEFAULT_MODEL_DIRECTORY`` when a program assigned it
-    (as the original package documents), else ``$GPT4ALL_MODEL_PATH``, else
-    the user cache folder (``~/.cache/gpt4all`` on Linux).
-    """
-    assigned = globals().get("DEFAULT_MODEL_DIRECTORY")
-    if assigned is not None:
-        return Path(assigned).expanduser()
-    env = os.environ.get(DEFAULT_MODEL_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("gpt4all", appauthor=False))
+# Names that live in models.py and are still found here, where the original
+# package had them (`from gpt4all.gpt4all import default_model_dir`). They are
+# looked up on first use, so that `import gpt4all` does not load models.py.
+_FROM_MODELS = ("append_extension_if_missing", "default_model_dir", "DEFAULT_MODEL_DIR_ENV")
 
 
 def __getattr__(name: str) -> Any:
     # DEFAULT_MODEL_DIRECTORY reads as the folder in use until a program
-    # assigns it; the assignment lands in this module's globals and wins.
-    if name == "DEFAULT_MODEL_DIRECTORY":
-        return default_model_dir()
+    # assigns it; the assignment lands in this module's globals and wins
+    # (models.default_model_dir looks for it here).
+    if name == "DEFAULT_MODEL_DIRECTORY" or name in _FROM_MODELS:
+        from . import models
+
+        return getattr(models, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def append_extension_if_missing(model_name: str) -> str:
-    if not model_name.endswith((".bin", ".gguf")):
-        model_name += ".gguf"
-    return model_name
 
 
 class ChatHistory(List[MessageType]):
@@ -120,7 +102,7 @@ class GPT4All:
         model_name: the model's file name (``.gguf`` is added when missing) or
             a name from the models registry.
         model_path: the folder holding the model file; default: the user
-            cache folder (see [`default_model_dir`][gpt4all.gpt4all.default_model_dir]).
+            cache folder (see [`default_model_dir`][gpt4all.models.default_model_dir]).
         model_type: kept for compatibility; stored as ``self.model_type``.
         allow_download: fetch the model when it is not on disk.
         n_threads: CPU threads; default: the number of physical cores. More
