@@ -206,3 +206,57 @@ def test_a_malformed_remote_entry_is_named_when_fetched(server, tmp_path):
     entry = {m["filename"]: m for m in list_models(url=server + "/odd.json", timeout=5)}["odd.gguf"]
     with pytest.raises(InvalidArgumentError, match="'odd.gguf': 'filesize' must be a number of bytes"):
         fetch(entry, tmp_path)
+
+
+# ------------------------------------------------------------ the model folder
+
+def test_models_py_does_not_import_gpt4all_py():
+    """The folder helpers live in models.py; gpt4all.py imports models, never the other way."""
+    import ast
+
+    import gpt4all.models
+
+    tree = ast.parse(open(gpt4all.models.__file__, encoding="utf-8").read())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            imported.add(("." * node.level) + (node.module or ""))
+            imported.update(("." * node.level) + (node.module or "") + "." + a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            imported.update(a.name for a in node.names)
+    assert not {name for name in imported if name in (".gpt4all", "..gpt4all", "gpt4all.gpt4all")}, imported
+
+
+def test_the_folder_helpers_are_still_found_in_gpt4all_gpt4all():
+    import gpt4all.models as models
+    from gpt4all.gpt4all import DEFAULT_MODEL_DIR_ENV, append_extension_if_missing, default_model_dir
+
+    assert default_model_dir is models.default_model_dir
+    assert append_extension_if_missing is models.append_extension_if_missing
+    assert DEFAULT_MODEL_DIR_ENV == "GPT4ALL_MODEL_PATH"
+    assert append_extension_if_missing("a") == "a.gguf" and append_extension_if_missing("a.bin") == "a.bin"
+    # and importing the package still does not load models.py (nor requests)
+    r = subprocess.run([sys.executable, "-c", "import sys, gpt4all; print('gpt4all.models' in sys.modules)"],
+                       capture_output=True, text=True)
+    assert r.stdout.strip() == "False", r.stderr
+
+
+def test_an_assigned_default_model_directory_wins_everywhere(tmp_path, monkeypatch):
+    """`gpt4all.gpt4all.DEFAULT_MODEL_DIRECTORY = path`, as the original documents, moves the model
+    folder for every lookup (models.py reads the assignment without importing gpt4all.py)."""
+    import gpt4all.gpt4all as module
+    import gpt4all.models as models
+    from gpt4all import ModelNotFoundError
+
+    monkeypatch.setenv("GPT4ALL_MODEL_PATH", str(tmp_path / "from-env"))
+    assert module.DEFAULT_MODEL_DIRECTORY == models.DEFAULT_MODEL_DIRECTORY == tmp_path / "from-env"
+    monkeypatch.setattr(module, "DEFAULT_MODEL_DIRECTORY", str(tmp_path / "assigned"), raising=False)
+    for read in (module.default_model_dir, models.default_model_dir, lambda: models.DEFAULT_MODEL_DIRECTORY):
+        assert read() == tmp_path / "assigned"
+    with pytest.raises(ModelNotFoundError, match=str(tmp_path / "assigned" / "absent.gguf")):
+        models.retrieve_model("absent", allow_download=False)
+    # assigned in models.py as well: gpt4all.gpt4all's, the documented one, wins
+    monkeypatch.setattr(models, "DEFAULT_MODEL_DIRECTORY", tmp_path / "in-models", raising=False)
+    assert models.default_model_dir() == tmp_path / "assigned"
+    monkeypatch.delattr(module, "DEFAULT_MODEL_DIRECTORY")
+    assert module.DEFAULT_MODEL_DIRECTORY == module.default_model_dir() == tmp_path / "in-models"

@@ -6,9 +6,10 @@ model is loaded or a device is listed.
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .errors import (CancellationError, ChatTemplateError, ContextOverflowError, GPT4AllError, InvalidArgumentError,
-                     InvalidModelError, LibraryNotFoundError, ModelBusyError, ModelClosedError, ModelNotFoundError,
-                     NativeError, NoDeviceError, OutOfMemoryError, UnsupportedModelError)
+from .errors import (BackendError, CancellationError, ChatTemplateError, ContextOverflowError, GPT4AllError,
+                     InternalError, InvalidArgumentError, InvalidModelError, LibraryNotFoundError, ModelBusyError,
+                     ModelClosedError, ModelNotFoundError, NativeError, NoDeviceError, OutOfMemoryError,
+                     UnsupportedModelError)
 from .gpt4all import GPT4All
 
 if TYPE_CHECKING:
@@ -17,8 +18,8 @@ if TYPE_CHECKING:
 __all__ = [
     "GPT4All", "__version__", "GPT4AllError", "InvalidArgumentError", "ModelNotFoundError", "InvalidModelError",
     "UnsupportedModelError", "ContextOverflowError", "NoDeviceError", "ModelClosedError", "NativeError",
-    "ModelBusyError", "OutOfMemoryError", "LibraryNotFoundError", "DownloadError", "CancellationError",
-    "ChatTemplateError",
+    "ModelBusyError", "OutOfMemoryError", "BackendError", "InternalError", "LibraryNotFoundError", "DownloadError",
+    "CancellationError", "ChatTemplateError",
 ]
 
 

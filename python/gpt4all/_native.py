@@ -18,13 +18,26 @@ from typing import Any, List, Optional
 
 from . import errors
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 LIBRARY_ENV = "GPT4ALL_LIBRARY"  # a path to the llmodel library, or to its folder
 
 TOKEN_NONE = -1
 SEED_RANDOM = 0xFFFFFFFF
 INT32_MAX = 2**31 - 1
 MAX_THREADS = 512  # LLMODEL_MAX_THREADS
+MAX_PARALLEL = 64  # LLMODEL_MAX_PARALLEL
+
+# llmodel_pooling values (llmodel_embedder_params.pooling)
+POOLING_MODEL = -1
+POOLING_MEAN = 1
+POOLING_CLS = 2
+POOLING_LAST = 3
+
+# llmodel_log_level values
+LOG_DEBUG = 1
+LOG_INFO = 2
+LOG_WARN = 3
+LOG_ERROR = 4
 
 log = logging.getLogger("gpt4all.native")
 # A library prints nothing unless the application configures logging.
@@ -40,11 +53,25 @@ class _Model(Structure):
 ModelPtr = POINTER(_Model)
 
 
+class _Conversation(Structure):
+    """Opaque ``llmodel_conversation``."""
+
+
+ConversationPtr = POINTER(_Conversation)
+
+
 class _Stream(Structure):
     """Opaque ``llmodel_stream``."""
 
 
 StreamPtr = POINTER(_Stream)
+
+
+class _Embedder(Structure):
+    """Opaque ``llmodel_embedder``."""
+
+
+EmbedderPtr = POINTER(_Embedder)
 
 
 class LoadParams(Structure):
@@ -55,6 +82,14 @@ class LoadParams(Structure):
         ("n_gpu_layers", c_int32),
         ("device", c_char_p),
         ("use_mmap", c_bool),
+        ("n_parallel", c_int32),
+    ]
+
+
+class LogitBias(Structure):
+    _fields_ = [
+        ("token", c_int32),
+        ("bias", c_float),
     ]
 
 
@@ -74,6 +109,10 @@ class GenerateParams(Structure):
         ("parse_special", c_bool),
         ("add_special", c_bool),
         ("reuse_shifted", c_bool),
+        ("frequency_penalty", c_float),
+        ("presence_penalty", c_float),
+        ("logit_bias", POINTER(LogitBias)),
+        ("n_logit_bias", c_size_t),
     ]
 
 
@@ -126,6 +165,25 @@ class DeviceInfo(Structure):
     ]
 
 
+class EmbedderParams(Structure):
+    _fields_ = [
+        ("pooling", c_int32),
+        ("n_ctx", c_int32),
+        ("n_batch", c_int32),
+        ("n_seq_max", c_int32),
+        ("normalize", c_bool),
+    ]
+
+
+class EmbedderInfo(Structure):
+    _fields_ = [
+        ("n_embd", c_int32),
+        ("n_ctx", c_int32),
+        ("pooling", c_int32),
+        ("causal", c_bool),
+    ]
+
+
 PromptCallback = CFUNCTYPE(c_bool, c_int32, c_int32, c_void_p)
 ResponseCallback = CFUNCTYPE(c_bool, c_int32, c_void_p, c_size_t, c_void_p)
 LogCallback = CFUNCTYPE(None, c_int, c_char_p, c_void_p)
@@ -170,6 +228,33 @@ _FUNCTIONS: List[tuple] = [
     ("llmodel_stream_next", _status,
      [StreamPtr, POINTER(c_int32), POINTER(c_void_p), POINTER(c_size_t), POINTER(c_bool)]),
     ("llmodel_stream_end", _status, [StreamPtr, POINTER(GenerateResult)]),
+    ("llmodel_conversation_new", _status, [ModelPtr, POINTER(ConversationPtr)]),
+    ("llmodel_conversation_free", None, [ConversationPtr]),
+    ("llmodel_conversation_cancel", _status, [ConversationPtr]),
+    ("llmodel_conversation_generate", _status,
+     [ConversationPtr, c_char_p, c_size_t, POINTER(GenerateParams), PromptCallback, ResponseCallback, c_void_p,
+      POINTER(GenerateResult)]),
+    ("llmodel_conversation_generate_tokens", _status,
+     [ConversationPtr, POINTER(c_int32), c_size_t, POINTER(GenerateParams), PromptCallback, ResponseCallback,
+      c_void_p, POINTER(GenerateResult)]),
+    ("llmodel_conversation_stream_begin", _status,
+     [ConversationPtr, c_char_p, c_size_t, POINTER(GenerateParams), PromptCallback, c_void_p, POINTER(StreamPtr)]),
+    ("llmodel_conversation_stream_begin_tokens", _status,
+     [ConversationPtr, POINTER(c_int32), c_size_t, POINTER(GenerateParams), PromptCallback, c_void_p,
+      POINTER(StreamPtr)]),
+    ("llmodel_conversation_reset", _status, [ConversationPtr]),
+    ("llmodel_conversation_cached_tokens", _status,
+     [ConversationPtr, POINTER(c_int32), c_size_t, POINTER(c_size_t)]),
+    ("llmodel_conversation_state_size", _status, [ConversationPtr, POINTER(c_size_t)]),
+    ("llmodel_conversation_state_save", _status, [ConversationPtr, c_void_p, c_size_t, POINTER(c_size_t)]),
+    ("llmodel_conversation_state_load", _status, [ConversationPtr, c_void_p, c_size_t]),
+    ("llmodel_embedder_default_params", EmbedderParams, []),
+    ("llmodel_embedder_new", _status, [ModelPtr, POINTER(EmbedderParams), POINTER(EmbedderPtr)]),
+    ("llmodel_embedder_free", None, [EmbedderPtr]),
+    ("llmodel_embedder_get_info", _status, [EmbedderPtr, POINTER(EmbedderInfo)]),
+    ("llmodel_embed_tokens", _status,
+     [EmbedderPtr, POINTER(POINTER(c_int32)), POINTER(c_size_t), c_size_t, POINTER(c_float), c_size_t,
+      PromptCallback, c_void_p]),
     ("llmodel_reset", _status, [ModelPtr]),
     ("llmodel_cached_tokens", _status, [ModelPtr, POINTER(c_int32), c_size_t, POINTER(c_size_t)]),
     ("llmodel_state_size", _status, [ModelPtr, POINTER(c_size_t)]),
@@ -204,10 +289,11 @@ _EXCEPTIONS = {
     ERR_CONTEXT_OVERFLOW: errors.ContextOverflowError,
     ERR_BUSY: errors.ModelBusyError,
     ERR_CLOSED: errors.ModelClosedError,
-    ERR_NO_DEVICE: errors.NoDeviceError,
     ERR_CANCELLED: errors.CancellationError,
-    ERR_BACKEND: errors.NativeError,
-    ERR_INTERNAL: errors.NativeError,
+    ERR_BUFFER_TOO_SMALL: errors.NativeError,  # callers that size buffers handle it before check()
+    ERR_NO_DEVICE: errors.NoDeviceError,
+    ERR_BACKEND: errors.BackendError,
+    ERR_INTERNAL: errors.InternalError,
 }
 
 
@@ -238,10 +324,13 @@ _lib: Optional[ctypes.CDLL] = None
 _lib_lock = threading.Lock()
 
 
+_LOG_LEVELS = {LOG_DEBUG: logging.DEBUG, LOG_INFO: logging.INFO, LOG_WARN: logging.WARNING, LOG_ERROR: logging.ERROR}
+
+
 def _on_log(level: int, text: Optional[bytes], _user_data: Any) -> None:
     # Called from native code: must never raise.
     try:
-        py_level = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}.get(level, logging.DEBUG)
+        py_level = _LOG_LEVELS.get(level, logging.DEBUG)
         if text and log.isEnabledFor(py_level):
             log.log(py_level, "%s", text.decode("utf-8", "replace").rstrip("\n"))
     except Exception:  # noqa: BLE001 (at interpreter shutdown logging may be gone)

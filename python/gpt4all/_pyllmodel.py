@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import atexit
 import ctypes
-import math
 import os
 import threading
 import weakref
@@ -22,6 +21,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 from . import _native as native
 from . import errors
 from ._interrupt import cancel_on_interrupt
+from ._params import GenerationParams, check_int
 
 #: ``on_token(token_id, text) -> bool``: return False to stop.
 TokenCallback = Callable[[int, str], bool]
@@ -114,19 +114,6 @@ def logical_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
-
-
-def check_int(name: str, value: Any, minimum: int, maximum: int = native.INT32_MAX) -> int:
-    """value, if it is an int in [minimum, maximum]; else InvalidArgumentError.
-
-    ctypes would cut a larger value to 32 bits without a word
-    (2**32 + 3 tokens would become 3).
-    """
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise errors.InvalidArgumentError(f"{name} must be an integer, not {value!r}")
-    if value < minimum or value > maximum:
-        raise errors.InvalidArgumentError(f"{name} must be between {minimum} and {maximum}, not {value}")
-    return value
 
 
 def thread_count(n_threads: Optional[int]) -> int:
@@ -384,20 +371,10 @@ class LLModel:
 
     # ------------------------------------------------------------ generation
 
-    def _params(self, n_predict: int = 200, temp: float = 0.7, top_k: int = 40, top_p: float = 0.4,
-                min_p: float = 0.0, repeat_penalty: float = 1.18, repeat_last_n: int = 64, n_batch: int = 0,
-                seed: Optional[int] = None, context_shift: bool = True, n_keep: int = 0, special: bool = True,
-                add_special: bool = True, reuse_shifted: bool = False) -> "native.GenerateParams":
-        _check_finite(temp=temp, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty)
-        p = self._lib.llmodel_generate_default_params()
-        p.temp, p.top_k, p.top_p, p.min_p = temp, check_int("top_k", top_k, -1), top_p, min_p
-        p.repeat_penalty, p.repeat_last_n = repeat_penalty, check_int("repeat_last_n", repeat_last_n, -1)
-        # any int is a seed; SEED_RANDOM itself is never one a caller gets by accident
-        p.seed = native.SEED_RANDOM if seed is None else check_int("seed", seed, 0, 2**63) % native.SEED_RANDOM
-        p.n_predict, p.n_batch = check_int("n_predict", n_predict, -1), check_int("n_batch", n_batch, 0)
-        p.context_shift, p.n_keep = context_shift, check_int("n_keep", n_keep, 0)
-        p.parse_special, p.add_special, p.reuse_shifted = special, add_special, reuse_shifted
-        return p
+    def _params(self, **params: Any) -> "native.GenerateParams":
+        """The native struct for generate()'s and stream()'s keyword
+        arguments: the fields of GenerationParams, checked there."""
+        return GenerationParams(**params).to_native(self._lib)
 
     def _end_stream(self, why: str = "closed") -> None:
         """Ends the open stream, if any."""
@@ -432,9 +409,8 @@ class LLModel:
         a character split over tokens arrives with the token that completes
         it. An exception raised by a callback stops generation and is raised
         here, after the native call has returned; the model stays usable.
-        ``params`` are those of ``llmodel_generate_params``: n_predict, temp,
-        top_k, top_p, min_p, repeat_penalty, repeat_last_n, n_batch, seed,
-        context_shift, n_keep, special (parse special tokens), add_special.
+        ``params`` are the fields of ``GenerationParams`` (gpt4all._params),
+        with its defaults and its checks.
         """
         p = self._params(**params)
         failure: List[BaseException] = []
@@ -597,12 +573,6 @@ class TokenStream:
         """Ended by something other than its reader, which is told on its next read."""
         self.close()
         self._ended_why = why
-
-
-def _check_finite(**values: float) -> None:
-    for name, v in values.items():
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-            raise errors.InvalidArgumentError(f"{name} must be a finite number, not {v!r}")
 
 
 __all__ = ["LLModel", "TokenStream", "ModelInfo", "GenerationStats", "Device", "list_devices", "cpu_variant", "physical_cores"]

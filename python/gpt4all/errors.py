@@ -66,6 +66,16 @@ class OutOfMemoryError(NativeError, MemoryError):
     """The weights or the context could not be allocated."""
 
 
+class BackendError(NativeError):
+    """The engine (llama.cpp/ggml) failed while computing: a failed step of
+    the compute backend, such as a GPU error."""
+
+
+class InternalError(NativeError):
+    """The native library reached a state it should never reach: a bug in
+    gpt4all. Please report it, with the message."""
+
+
 class LibraryNotFoundError(GPT4AllError, OSError):
     """The native llmodel library could not be found or opened."""
 

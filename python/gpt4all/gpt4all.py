@@ -1,20 +1,18 @@
 """The ``GPT4All`` class: load a local model, generate text, hold chat sessions."""
 from __future__ import annotations
 
-import math
+import dataclasses
 import os
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 from . import errors
-from ._pyllmodel import GenerationStats, LLModel, check_int, list_devices
+from ._params import GenerationParams, check_int
+from ._pyllmodel import GenerationStats, LLModel, list_devices
 from .templates import ChatFormatter
 
 ConfigType = Dict[str, Any]
 MessageType = Dict[str, str]
-
-DEFAULT_MODEL_DIR_ENV = "GPT4ALL_MODEL_PATH"
 
 
 def empty_response_callback(token_id: int, response: str) -> bool:
@@ -22,36 +20,21 @@ def empty_response_callback(token_id: int, response: str) -> bool:
     return True
 
 
-def default_model_dir() -> Path:
-    """Where models are looked for and stored.
-
-    ``gpt4all.gpt4all.DEFAULT_MODEL_DIRECTORY`` when a program assigned it
-    (as the original package documents), else ``$GPT4ALL_MODEL_PATH``, else
-    the user cache folder (``~/.cache/gpt4all`` on Linux).
-    """
-    assigned = globals().get("DEFAULT_MODEL_DIRECTORY")
-    if assigned is not None:
-        return Path(assigned).expanduser()
-    env = os.environ.get(DEFAULT_MODEL_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("gpt4all", appauthor=False))
+# Names that live in models.py and are still found here, where the original
+# package had them (`from gpt4all.gpt4all import default_model_dir`). They are
+# looked up on first use, so that `import gpt4all` does not load models.py.
+_FROM_MODELS = ("append_extension_if_missing", "default_model_dir", "DEFAULT_MODEL_DIR_ENV")
 
 
 def __getattr__(name: str) -> Any:
     # DEFAULT_MODEL_DIRECTORY reads as the folder in use until a program
-    # assigns it; the assignment lands in this module's globals and wins.
-    if name == "DEFAULT_MODEL_DIRECTORY":
-        return default_model_dir()
+    # assigns it; the assignment lands in this module's globals and wins
+    # (models.default_model_dir looks for it here).
+    if name == "DEFAULT_MODEL_DIRECTORY" or name in _FROM_MODELS:
+        from . import models
+
+        return getattr(models, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def append_extension_if_missing(model_name: str) -> str:
-    if not model_name.endswith((".bin", ".gguf")):
-        model_name += ".gguf"
-    return model_name
 
 
 class ChatHistory(List[MessageType]):
@@ -119,7 +102,7 @@ class GPT4All:
         model_name: the model's file name (``.gguf`` is added when missing) or
             a name from the models registry.
         model_path: the folder holding the model file; default: the user
-            cache folder (see [`default_model_dir`][gpt4all.gpt4all.default_model_dir]).
+            cache folder (see [`default_model_dir`][gpt4all.models.default_model_dir]).
         model_type: kept for compatibility; stored as ``self.model_type``.
         allow_download: fetch the model when it is not on disk.
         n_threads: CPU threads; default: the number of physical cores. More
@@ -311,12 +294,17 @@ class GPT4All:
 
     # ------------------------------------------------------------ generation
 
-    def generate(self, prompt: str, *, max_tokens: int = 200, temp: float = 0.7, top_k: int = 40,
-                 top_p: float = 0.4, min_p: float = 0.0, repeat_penalty: float = 1.18, repeat_last_n: int = 64,
-                 n_batch: int = 8, n_predict: Optional[int] = None, streaming: bool = False,
+    # the sampling defaults are GenerationParams' (one definition for the
+    # package and the C library); n_batch's 8 is the original's
+    def generate(self, prompt: str, *, max_tokens: int = GenerationParams.n_predict,
+                 temp: float = GenerationParams.temp, top_k: int = GenerationParams.top_k,
+                 top_p: float = GenerationParams.top_p, min_p: float = GenerationParams.min_p,
+                 repeat_penalty: float = GenerationParams.repeat_penalty,
+                 repeat_last_n: int = GenerationParams.repeat_last_n, n_batch: int = 8,
+                 n_predict: Optional[int] = None, streaming: bool = False,
                  callback: Callable[[int, str], bool] = empty_response_callback,
                  stop: Optional[Union[str, Sequence[str]]] = None,
-                 seed: Optional[int] = None) -> Union[str, Iterable[str]]:
+                 seed: Optional[int] = GenerationParams.seed) -> Union[str, Iterable[str]]:
         """Generates a reply to a prompt.
 
         Args:
@@ -351,16 +339,15 @@ class GPT4All:
         if not isinstance(prompt, str):
             raise errors.InvalidArgumentError(f"prompt must be a str, not {type(prompt).__name__}")
         n = n_predict if n_predict is not None else max_tokens
-        check_int("max_tokens" if n_predict is None else "n_predict", n, 0)
-        _check_number("temp", temp, minimum=0.0)
-        check_int("top_k", top_k, 0)
-        _check_number("top_p", top_p, minimum=0.0, maximum=1.0)
-        _check_number("min_p", min_p, minimum=0.0, maximum=1.0)
-        _check_number("repeat_penalty", repeat_penalty, minimum=0.0, exclusive_min=True)
-        check_int("repeat_last_n", repeat_last_n, -1)
-        check_int("n_batch", n_batch, 1)
-        if seed is not None:
-            check_int("seed", seed, 0, 2**64)
+        check_int("max_tokens" if n_predict is None else "n_predict", n, 0)  # -1 (no limit) is not offered here
+        # every other check, naming the parameter; outside a session the
+        # prompt is text, as in the original: special-token text typed into
+        # it ("<|im_end|>") is those characters, never a control token (a
+        # session's prompt is tokens, so special plays no part)
+        params = GenerationParams(n_predict=n, temp=temp, top_k=top_k, top_p=top_p, min_p=min_p,
+                                  repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n, seed=seed,
+                                  special=False)
+        check_int("n_batch", n_batch, 1)  # accepted for compatibility; the engine's batches are used
         if not callable(callback):
             raise errors.InvalidArgumentError("callback must be callable")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
@@ -382,13 +369,10 @@ class GPT4All:
             model_prompt, n_keep, add_special = prompt, 1, True
 
         # in a session, a turn whose oldest messages were dropped to fit the
-        # context shifts the cached rest into place instead of re-reading it.
-        # Outside one, the prompt is text, as in the original: special-token
-        # text typed into it ("<|im_end|>") is those characters, never a
-        # control token (a session's prompt is tokens, so special plays no part)
-        kwargs = dict(n_predict=n, temp=temp, top_k=top_k, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty,
-                      repeat_last_n=repeat_last_n, n_batch=0, seed=seed, context_shift=True, n_keep=n_keep,
-                      special=False, add_special=add_special, reuse_shifted=history is not None)
+        # context shifts the cached rest into place instead of re-reading it
+        params = dataclasses.replace(params, n_keep=n_keep, add_special=add_special,
+                                     reuse_shifted=history is not None)
+        kwargs = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
         reply: Optional[MessageType] = None
         if history is not None:
             reply = history.record_reply()
@@ -473,17 +457,6 @@ def _rollback(history: Optional[ChatHistory], reply: Optional[MessageType]) -> N
         history.pop()
         if history and history[-1].get("role") == "user":
             history.pop()
-
-
-def _check_number(name: str, value: Any, minimum: Optional[float] = None, maximum: Optional[float] = None,
-                  exclusive_min: bool = False) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise errors.InvalidArgumentError(f"{name} must be a finite number, not {value!r}")
-    if minimum is not None and (value < minimum or (exclusive_min and value == minimum)):
-        raise errors.InvalidArgumentError(
-            f"{name} must be {'greater than' if exclusive_min else 'at least'} {minimum}, not {value}")
-    if maximum is not None and value > maximum:
-        raise errors.InvalidArgumentError(f"{name} must be at most {maximum}, not {value}")
 
 
 _verbose_handler = None

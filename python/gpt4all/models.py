@@ -42,6 +42,57 @@ _REGISTRY_MAX_BYTES = 8 << 20
 
 log = logging.getLogger("gpt4all")
 
+#: The environment variable that names the model folder.
+DEFAULT_MODEL_DIR_ENV = "GPT4ALL_MODEL_PATH"
+
+
+def default_model_dir() -> Path:
+    """Where models are looked for and stored.
+
+    ``gpt4all.gpt4all.DEFAULT_MODEL_DIRECTORY`` when a program assigned it
+    (as the original package documents; ``gpt4all.models.DEFAULT_MODEL_DIRECTORY``
+    works too, and the first wins), else ``$GPT4ALL_MODEL_PATH``, else the
+    user cache folder (``~/.cache/gpt4all`` on Linux).
+    """
+    assigned = _assigned_model_dir()
+    if assigned is not None:
+        return Path(assigned).expanduser()
+    env = os.environ.get(DEFAULT_MODEL_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("gpt4all", appauthor=False))
+
+
+def _assigned_model_dir() -> Any:
+    """DEFAULT_MODEL_DIRECTORY as a program assigned it, or None.
+
+    Read from the modules' globals, where an assignment lands (reading the
+    attribute would call their ``__getattr__``, which asks this function).
+    gpt4all.gpt4all is looked up, not imported: it imports this module, and
+    a program that assigned there has imported it.
+    """
+    for module in (sys.modules.get(f"{__package__}.gpt4all"), sys.modules[__name__]):
+        value = vars(module).get("DEFAULT_MODEL_DIRECTORY") if module is not None else None
+        if value is not None:
+            return value
+    return None
+
+
+def __getattr__(name: str) -> Any:
+    # DEFAULT_MODEL_DIRECTORY reads as the folder in use until it is assigned
+    if name == "DEFAULT_MODEL_DIRECTORY":
+        return default_model_dir()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def append_extension_if_missing(model_name: str) -> str:
+    """model_name, with ``.gguf`` added unless it ends in ``.gguf`` or ``.bin``."""
+    if not model_name.endswith((".bin", ".gguf")):
+        model_name += ".gguf"
+    return model_name
+
 
 @lru_cache(maxsize=1)
 def _bundled_registry() -> str:
@@ -193,8 +244,6 @@ def find_entry(model_name: str, entries: Optional[List[ConfigType]] = None) -> O
 def retrieve_model(model_name: str, model_path: Optional[PathLike] = None, allow_download: bool = True,
                    verbose: bool = False) -> ConfigType:
     """Finds a model on disk or fetches it; returns its config (with ``path``)."""
-    from .gpt4all import append_extension_if_missing, default_model_dir
-
     if not isinstance(model_name, str) or not model_name:
         raise errors.InvalidArgumentError("model_name must be a non-empty string")
     entry = find_entry(model_name)
