@@ -130,7 +130,7 @@ def test_the_turn_that_drops_old_turns_shifts_the_cache_instead_of_rereading_it(
             shifted = None
             for i in range(20):
                 m.generate(f"Tell me one fact about the number {i}.", max_tokens=16, temp=0)
-                stats, skip = m.last_generation, m._session_skip
+                stats, skip = m.last_generation, session._skip
                 if skip and shifted is None:
                     shifted = stats
                 elif shifted is not None:

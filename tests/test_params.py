@@ -146,7 +146,7 @@ def test_gpt4all_generate_passes_generation_params_to_the_model():
             GenerationParams(**params)  # what LLModel does with them
 
     g = _bare_gpt4all()
-    g._history, g.model = None, Model()
+    g.model = Model()
     assert g.generate("hi", max_tokens=5, temp=0, seed=2**64, n_batch=8) == ""
     assert seen.pop("prompt") == "hi"
     assert seen == dataclasses.asdict(GenerationParams(

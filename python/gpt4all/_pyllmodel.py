@@ -1,10 +1,16 @@
-"""``LLModel``: one loaded model, a thin owner of a native llmodel handle.
+"""``LLModel``: one loaded model, and ``Conversation``: one conversation on it.
 
 This is what ``GPT4All.model`` holds. It knows nothing of chats or
-templates: it loads, tokenizes and generates. One instance may be shared by
-threads (calls are serialized by a lock; a stream open on one thread makes
-calls from other threads wait until it ends); two instances run in parallel,
-since ctypes releases the GIL during every native call.
+templates: it loads, tokenizes and generates. A model holds the weights
+once; each ``Conversation`` has its own cache of evaluated tokens, so each
+turn evaluates only its new tokens. Conversations that generate at the same
+time, from different threads, are decoded together by the engine (one batch
+per step); ctypes releases the GIL during every native call.
+
+``LLModel.generate`` and ``LLModel.stream`` run on the model's main
+conversation, or, while another thread is using that one, on a spare
+conversation: so one model shared by threads generates for all of them at
+once. Calls on one conversation are one at a time.
 """
 from __future__ import annotations
 
@@ -158,27 +164,46 @@ def _opt_token(t: int) -> Optional[int]:
     return None if t < 0 else int(t)
 
 
+class _Users:
+    """Counts the calls in flight on a model's handle, so that it is freed
+    only when none can still be entering it."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.count = 0
+        self.closing = False
+        self.local = threading.local()  # this thread's depth of calls (callbacks nest)
+
+    def depth(self) -> int:
+        return getattr(self.local, "depth", 0)
+
+
 class LLModel:
     """A loaded GGUF model.
 
     Args:
         model_path: the ``.gguf`` file.
-        n_ctx: context length in tokens.
+        n_ctx: context length of one conversation, in tokens.
         ngl: layers to offload to the GPU (only with a GPU ``device``).
         device: ``None``/``"cpu"``, ``"gpu"``, a backend (``"cuda"``,
             ``"vulkan"``, ``"metal"``), a vendor, or a device name.
         n_threads: CPU threads; ``None`` means the number of physical cores;
             more than this machine's logical CPUs are capped to them.
         n_batch: most prompt tokens evaluated in one step.
+        use_mmap: map the file instead of reading it.
+        n_parallel: the most conversations decoded together (1 to 64); the
+            cache grows to ``n_ctx * n_parallel`` tokens only as far as
+            conversations running at the same time need it.
     """
 
     def __init__(self, model_path: Union[str, Path], n_ctx: int = 2048, ngl: int = 100,
                  device: Optional[str] = None, n_threads: Optional[int] = None, n_batch: int = 512,
-                 use_mmap: bool = True):
+                 use_mmap: bool = True, n_parallel: int = 8):
         self._handle = None
         check_int("n_ctx", n_ctx, 0)
         check_int("n_batch", n_batch, 1)
         check_int("ngl", ngl, -1)
+        check_int("n_parallel", n_parallel, 1, native.MAX_PARALLEL)
         lib = native.lib()
         params = lib.llmodel_load_default_params()
         params.n_ctx = n_ctx
@@ -187,46 +212,84 @@ class LLModel:
         params.n_gpu_layers = ngl
         params.device = device.encode() if device else None
         params.use_mmap = use_mmap
+        params.n_parallel = n_parallel
         handle = native.ModelPtr()
         path = str(model_path)
         native.check(lib.llmodel_model_load(path.encode(), byref(params), byref(handle)))
         self._lib = lib
         self._handle = handle
-        self._lock = threading.RLock()
-        self._stream_ended = threading.Condition(self._lock)
-        self._stream: Optional["weakref.ref[TokenStream]"] = None
-        self._stream_thread: Optional[int] = None
+        self._users = _Users()
         self._finalizer = weakref.finalize(self, _free_handle, lib, handle)
         self._finalizer.atexit = False  # _close_all_at_exit does it, after the calls in flight
         self._exit_cancelled = False
+        self.n_parallel = n_parallel
         _live_models.add(self)
         self.model_path = path
         self.info = self._read_info()
         self._special_text: dict = {}
+        self._main = Conversation(self)
+        self._spares: List[Conversation] = []
+        self._spares_lock = threading.Lock()
 
     # ------------------------------------------------------------ lifecycle
 
-    def close(self) -> None:
-        """Frees the weights and the context. Safe to call more than once.
+    def _enter(self) -> "ctypes._Pointer":
+        """Counts a call in flight and returns the handle to make it with."""
+        users = self._users
+        with users.cond:
+            if self._handle is None or users.closing or _exiting:
+                raise errors.ModelClosedError("the model is closed")
+            users.count += 1
+            users.local.depth = users.depth() + 1
+            return self._handle
 
-        From inside a callback of a call on this model, the call stops and the
-        model is freed as it returns. A call running on another thread is
-        cancelled first, and closing waits for it to return.
+    def _leave(self) -> None:
+        users = self._users
+        with users.cond:
+            users.count -= 1
+            users.local.depth = users.depth() - 1
+            if users.count == 0:
+                users.cond.notify_all()
+                if users.closing and self._handle is not None:
+                    self._free_now()  # closed from inside a call: the last one out frees it
+
+    def _using(self) -> "_Using":
+        return _Using(self)
+
+    def _free_now(self) -> None:
+        self._handle = None
+        # weakref.finalize no longer calls finalizers once its own exit hook has run: detach and call
+        found = self._finalizer.detach()
+        if found is not None:
+            _, free, args, _ = found
+            free(*args)
+
+    def close(self) -> None:
+        """Frees the weights and every conversation's cache. Safe to call
+        more than once.
+
+        Calls running on the model, on any thread, are stopped (prompt
+        processing raises ``CancellationError``, generation ends early) and
+        closing waits for them to return. From inside a callback of a call
+        on this model, the model is freed as the last call returns.
         """
-        if not self._lock.acquire(blocking=False):
-            self.cancel()  # another thread's call: have it stop, then take the lock
-            self._lock.acquire()
-        try:
+        users = self._users
+        with users.cond:
+            if self._handle is None or users.closing:
+                return
+            users.closing = True
+            handle = self._handle
+        # stops every native call and waits for them (not for this thread's own)
+        self._lib.llmodel_model_close(handle)
+        with users.cond:
+            if users.depth() > 0:
+                return  # _leave frees it as the last call returns
+            users.cond.wait_for(lambda: users.count == 0)
             if self._handle is not None:
-                self._end_stream()
-                self._handle = None
-                self._finalizer()
-                self._stream_ended.notify_all()
-        finally:
-            self._lock.release()
+                self._free_now()
 
     def cancel(self) -> None:
-        """Stops the call running on this model, from any thread: prompt
+        """Stops every call running on this model, from any thread: prompt
         processing raises ``CancellationError``, generation ends early.
         Nothing happens when no call is running."""
         handle = self._handle
@@ -234,26 +297,22 @@ class LLModel:
             self._lib.llmodel_cancel(handle)
 
     def _close_at_exit(self) -> None:
-        """At interpreter exit: cancel a call in flight, free after it returns.
-        A call that does not return in time is left alone (and the model with it)."""
+        """At interpreter exit: cancel the calls in flight, free after they
+        return. Calls that do not return in time are left alone (and the
+        model with them)."""
         if self._handle is None:
             return
         self._exit_cancelled = True
         self.cancel()
-        if self._lock.acquire(timeout=5):
-            try:
-                # weakref.finalize no longer calls finalizers once its own exit hook has run: detach and call
-                found = self._finalizer.detach()
-                self._handle = None
-                if found is not None:
-                    _, free, args, _ = found
-                    free(*args)
-            finally:
-                self._lock.release()
+        users = self._users
+        with users.cond:
+            users.closing = True
+            if users.cond.wait_for(lambda: users.count == 0, timeout=5) and self._handle is not None:
+                self._free_now()
 
     @property
     def closed(self) -> bool:
-        return self._handle is None
+        return self._handle is None or self._users.closing
 
     def _h(self) -> "ctypes._Pointer":
         if self._handle is None or _exiting:
@@ -268,7 +327,8 @@ class LLModel:
 
     def _read_info(self) -> ModelInfo:
         i = native.ModelInfo()
-        native.check(self._lib.llmodel_model_get_info(self._h(), byref(i)))
+        with self._using() as h:
+            native.check(self._lib.llmodel_model_get_info(h, byref(i)))
         return ModelInfo(
             architecture=native.decode(i.architecture), name=native.decode(i.name),
             chat_template=i.chat_template.decode("utf-8", "replace") if i.chat_template else None,
@@ -284,21 +344,20 @@ class LLModel:
         """Sets the CPU threads used for generation and prompt processing
         (more than this machine's logical CPUs are capped to them)."""
         count = thread_count(n_threads)
-        with self._lock:
-            native.check(self._lib.llmodel_set_threads(self._h(), count))
+        with self._using() as h:
+            native.check(self._lib.llmodel_set_threads(h, count))
 
     def thread_count(self) -> int:
         """The CPU threads in use."""
-        with self._lock:
-            return int(self._lib.llmodel_get_threads(self._h()))
+        with self._using() as h:
+            return int(self._lib.llmodel_get_threads(h))
 
     # ------------------------------------------------------------ tokens
 
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> List[int]:
         """The token ids of text."""
         data = text.encode("utf-8")
-        with self._lock:
-            h = self._h()
+        with self._using() as h:
             cap = len(data) + 8
             for _ in range(2):
                 buf = (c_int32 * cap)()
@@ -314,8 +373,7 @@ class LLModel:
     def detokenize(self, tokens: Sequence[int], render_special: bool = False) -> str:
         """The text of token ids."""
         arr = (c_int32 * len(tokens))(*tokens)
-        with self._lock:
-            h = self._h()
+        with self._using() as h:
             cap = len(tokens) * 8 + 16
             for _ in range(2):
                 buf = ctypes.create_string_buffer(cap)
@@ -336,38 +394,44 @@ class LLModel:
             self._special_text[token] = self.detokenize([token], render_special=True)
         return self._special_text[token]
 
-    def cached_token_count(self) -> int:
-        """Tokens currently held in the model's cache."""
-        with self._lock:
-            n = c_size_t()
-            status = self._lib.llmodel_cached_tokens(self._h(), None, 0, byref(n))
-            if status not in (native.OK, native.ERR_BUFFER_TOO_SMALL):
-                native.check(status)
-            return int(n.value)
+    # ------------------------------------------------------------ conversations
 
-    # ------------------------------------------------------------ state
+    def conversation(self) -> "Conversation":
+        """A new conversation on this model, with a cache of its own."""
+        return Conversation(self)
+
+    def _borrow(self) -> Tuple["Conversation", bool]:
+        """The conversation for a call of generate()/stream(): the main one
+        when it is free (or holds only this thread's own abandoned stream),
+        else a spare. The bool says whether it is a spare to give back."""
+        if self._main._free_for_this_thread():
+            return self._main, False
+        with self._spares_lock:
+            if self._spares:
+                return self._spares.pop(), True
+        return Conversation(self), True
+
+    def _give_back(self, conv: "Conversation") -> None:
+        with self._spares_lock:
+            if len(self._spares) < self.n_parallel and not conv.closed:
+                self._spares.append(conv)
+                return
+        conv.close()
+
+    def cached_token_count(self) -> int:
+        """Tokens held in the main conversation's cache."""
+        return self._main.cached_token_count()
 
     def reset(self) -> None:
-        """Forgets the cached context."""
-        with self._lock:
-            self._take_over()
-            native.check(self._lib.llmodel_reset(self._h()))
+        """Forgets the main conversation's cache."""
+        self._main.reset()
 
     def save_state(self) -> bytes:
-        """The cache and its tokens, to restore later with ``load_state``."""
-        with self._lock:
-            h = self._h()
-            size = c_size_t()
-            native.check(self._lib.llmodel_state_size(h, byref(size)))
-            buf = ctypes.create_string_buffer(size.value)
-            n = c_size_t()
-            native.check(self._lib.llmodel_state_save(h, buf, size.value, byref(n)))
-            return buf.raw[: n.value]
+        """The main conversation's cache and its tokens, for ``load_state``."""
+        return self._main.save_state()
 
     def load_state(self, state: bytes) -> None:
-        with self._lock:
-            self._take_over()
-            native.check(self._lib.llmodel_state_load(self._h(), state, len(state)))
+        self._main.load_state(state)
 
     # ------------------------------------------------------------ generation
 
@@ -375,6 +439,159 @@ class LLModel:
         """The native struct for generate()'s and stream()'s keyword
         arguments: the fields of GenerationParams, checked there."""
         return GenerationParams(**params).to_native(self._lib)
+
+    def generate(self, prompt: Union[str, Sequence[int]], *, on_token: Optional[TokenCallback] = None,
+                 on_progress: Optional[ProgressCallback] = None, **params: Any) -> GenerationStats:
+        """Evaluates a prompt (text or token ids) and generates a reply, on
+        the main conversation, or on a spare one while another thread uses
+        the main one (see :meth:`Conversation.generate`)."""
+        conv, spare = self._borrow()
+        try:
+            return conv.generate(prompt, on_token=on_token, on_progress=on_progress, **params)
+        finally:
+            if spare:
+                self._give_back(conv)
+
+    def stream(self, prompt: Union[str, Sequence[int]], *, on_progress: Optional[ProgressCallback] = None,
+               **params: Any) -> "TokenStream":
+        """Evaluates a prompt and returns a stream of the reply, on the main
+        conversation or a spare one (see :meth:`Conversation.stream`)."""
+        conv, spare = self._borrow()
+        try:
+            stream = conv.stream(prompt, on_progress=on_progress, **params)
+        except BaseException:
+            if spare:
+                self._give_back(conv)
+            raise
+        if spare:
+            stream._on_close = lambda: self._give_back(conv)
+        return stream
+
+
+class _Using:
+    """``with model._using() as handle:``: a call in flight on the model."""
+
+    def __init__(self, model: LLModel):
+        self.model = model
+
+    def __enter__(self) -> "ctypes._Pointer":
+        return self.model._enter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.model._leave()
+
+
+def _free_conversation(lib: ctypes.CDLL, handle: "ctypes._Pointer") -> None:
+    if not _exiting:
+        lib.llmodel_conversation_free(handle)
+
+
+class Conversation:
+    """One conversation on a model: its own cache of evaluated tokens, so
+    that each turn evaluates only what is new, and its own sampler state.
+
+    Calls on one conversation are one at a time (a second thread waits);
+    conversations of one model generate at the same time, batched.
+    """
+
+    def __init__(self, model: LLModel):
+        self._model = model
+        self._lib = model._lib
+        handle = native.ConversationPtr()
+        with model._using() as h:
+            native.check(self._lib.llmodel_conversation_new(h, byref(handle)))
+        self._handle: Optional["ctypes._Pointer"] = handle
+        self._finalizer = weakref.finalize(self, _free_conversation, self._lib, handle)
+        self._finalizer.atexit = False
+        self._lock = threading.RLock()
+        self._stream_ended = threading.Condition(self._lock)
+        self._stream: Optional["weakref.ref[TokenStream]"] = None
+        self._stream_thread: Optional[int] = None
+
+    @property
+    def model(self) -> LLModel:
+        return self._model
+
+    @property
+    def closed(self) -> bool:
+        return self._handle is None or self._model.closed
+
+    def close(self) -> None:
+        """Frees the conversation's cache. Safe to call more than once."""
+        if not self._lock.acquire(blocking=False):
+            self.cancel()  # another thread's call: have it stop, then take the lock
+            self._lock.acquire()
+        try:
+            if self._handle is not None:
+                self._end_stream()
+                self._handle = None
+                self._finalizer()
+                self._stream_ended.notify_all()
+        finally:
+            self._lock.release()
+
+    def cancel(self) -> None:
+        """Stops the call running on this conversation, if any, from any
+        thread; other conversations go on."""
+        handle = self._handle
+        if handle is not None:
+            self._lib.llmodel_conversation_cancel(handle)
+
+    def _h(self) -> "ctypes._Pointer":
+        if self._handle is None:
+            raise errors.ModelClosedError("the conversation is closed")
+        return self._handle
+
+    def _free_for_this_thread(self) -> bool:
+        """Whether a call from this thread could start on it now without waiting."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            stream = self._stream() if self._stream is not None else None
+            return stream is None or stream.closed or self._stream_thread == threading.get_ident()
+        finally:
+            self._lock.release()
+
+    def __enter__(self) -> "Conversation":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ state
+
+    def cached_token_count(self) -> int:
+        """Tokens currently held in this conversation's cache."""
+        with self._lock, self._model._using():
+            n = c_size_t()
+            status = self._lib.llmodel_conversation_cached_tokens(self._h(), None, 0, byref(n))
+            if status not in (native.OK, native.ERR_BUFFER_TOO_SMALL):
+                native.check(status)
+            return int(n.value)
+
+    def reset(self) -> None:
+        """Forgets the cached context."""
+        with self._lock, self._model._using():
+            self._take_over()
+            native.check(self._lib.llmodel_conversation_reset(self._h()))
+
+    def save_state(self) -> bytes:
+        """The cache and its tokens, to restore later with ``load_state``."""
+        with self._lock, self._model._using():
+            h = self._h()
+            size = c_size_t()
+            native.check(self._lib.llmodel_conversation_state_size(h, byref(size)))
+            buf = ctypes.create_string_buffer(size.value)
+            n = c_size_t()
+            native.check(self._lib.llmodel_conversation_state_save(h, buf, size.value, byref(n)))
+            return buf.raw[: n.value]
+
+    def load_state(self, state: bytes) -> None:
+        with self._lock, self._model._using():
+            self._take_over()
+            native.check(self._lib.llmodel_conversation_state_load(self._h(), state, len(state)))
+
+    # ------------------------------------------------------------ generation
 
     def _end_stream(self, why: str = "closed") -> None:
         """Ends the open stream, if any."""
@@ -384,12 +601,12 @@ class LLModel:
         self._stream = None
 
     def _take_over(self) -> None:
-        """Readies the model for a call that uses its cache (lock held).
+        """Readies the conversation for a call that uses its cache (lock held).
 
         Another thread's open stream is waited for: a call never ends another
         caller's stream. This thread's own unfinished stream was abandoned
-        (nothing reads two streams of one model at once): it is ended, and
-        reading it further raises an error that says so.
+        (nothing reads two streams of one conversation at once): it is ended,
+        and reading it further raises an error that says so.
         """
         while True:
             stream = self._stream() if self._stream is not None else None
@@ -405,14 +622,15 @@ class LLModel:
                  on_progress: Optional[ProgressCallback] = None, **params: Any) -> GenerationStats:
         """Evaluates a prompt (text or token ids) and generates a reply.
 
-        Each generated token goes to ``on_token(token_id, text)``; the text of
-        a character split over tokens arrives with the token that completes
-        it. An exception raised by a callback stops generation and is raised
-        here, after the native call has returned; the model stays usable.
-        ``params`` are the fields of ``GenerationParams`` (gpt4all._params),
-        with its defaults and its checks.
+        The cached tokens that the prompt starts with are not evaluated
+        again. Each generated token goes to ``on_token(token_id, text)``;
+        the text of a character split over tokens arrives with the token
+        that completes it. An exception raised by a callback stops
+        generation and is raised here, after the native call has returned;
+        the conversation stays usable. ``params`` are the fields of
+        ``GenerationParams`` (gpt4all._params), with its defaults and checks.
         """
-        p = self._params(**params)
+        p = self._model._params(**params)
         failure: List[BaseException] = []
 
         def response(token: int, piece: Optional[int], length: int, _ud: object) -> bool:
@@ -429,13 +647,13 @@ class LLModel:
         c_response = native.ResponseCallback(response)
         c_progress = _progress_callback(on_progress, failure)
         result = native.GenerateResult()
-        with self._lock:
+        with self._lock, self._model._using():
             self._take_over()
             is_text, data, n = _native_prompt(prompt)
-            fn = self._lib.llmodel_generate if is_text else self._lib.llmodel_generate_tokens
+            fn = self._lib.llmodel_conversation_generate if is_text else self._lib.llmodel_conversation_generate_tokens
             with cancel_on_interrupt(self.cancel):
                 status = fn(self._h(), data, n, byref(p), c_progress, c_response, None, byref(result))
-        _freeze_if_exiting(self)
+        _freeze_if_exiting(self._model)
         if failure:
             raise failure[0]
         native.check(status)
@@ -445,23 +663,25 @@ class LLModel:
                **params: Any) -> "TokenStream":
         """Evaluates a prompt and returns a stream that generates the reply
         one token per ``next()`` on the calling thread, with no thread and no
-        callback in between. It holds the model's cache until closed: calls
-        from other threads wait for it; a new call from this thread (which
-        can no longer be reading it) ends it, and so does ``close()``; reading
-        an ended stream raises an error that says why."""
-        p = self._params(**params)
+        callback in between. It holds the conversation's cache until closed:
+        calls on this conversation from other threads wait for it; a new
+        call from this thread (which can no longer be reading it) ends it,
+        and so does ``close()``; reading an ended stream raises an error that
+        says why."""
+        p = self._model._params(**params)
         failure: List[BaseException] = []
         c_progress = _progress_callback(on_progress, failure)
         ptr = native.StreamPtr()
-        with self._lock:
+        with self._lock, self._model._using():
             self._take_over()
             is_text, data, n = _native_prompt(prompt)
-            fn = self._lib.llmodel_stream_begin if is_text else self._lib.llmodel_stream_begin_tokens
+            fn = (self._lib.llmodel_conversation_stream_begin if is_text
+                  else self._lib.llmodel_conversation_stream_begin_tokens)
             with cancel_on_interrupt(self.cancel):
                 status = fn(self._h(), data, n, byref(p), c_progress, None, byref(ptr))
-            if self._exit_cancelled:
+            if self._model._exit_cancelled:
                 self._lock.release()  # the exit waits for it
-                _freeze_if_exiting(self)
+                _freeze_if_exiting(self._model)
             if failure:
                 self._lib.llmodel_stream_end(ptr, None)
                 raise failure[0]
@@ -503,20 +723,22 @@ def _stats(result: "native.GenerateResult") -> GenerationStats:
 def _end_native_stream(lib: ctypes.CDLL, ptr: "ctypes._Pointer", ended: threading.Condition) -> None:
     if _exiting:
         return  # the process is going away; the lock may be held by a frozen thread
-    with ended:  # never while another thread is in a call on the model (that would fail as busy)
+    with ended:  # never while another thread is in a call on the conversation (that would fail as busy)
         lib.llmodel_stream_end(ptr, None)
         ended.notify_all()
 
 
 class TokenStream:
-    """One generation, a token per :meth:`next` (see :meth:`LLModel.stream`)."""
+    """One generation, a token per :meth:`next` (see :meth:`Conversation.stream`)."""
 
-    def __init__(self, model: LLModel, ptr: "ctypes._Pointer"):
-        self._model = model
+    def __init__(self, conversation: Conversation, ptr: "ctypes._Pointer"):
+        self._conv = conversation
         self._ptr: Optional["ctypes._Pointer"] = ptr
-        self._finalizer = weakref.finalize(self, _end_native_stream, model._lib, ptr, model._stream_ended)
+        self._finalizer = weakref.finalize(self, _end_native_stream, conversation._lib, ptr,
+                                           conversation._stream_ended)
         self._finalizer.atexit = False
         self._ended_why: Optional[str] = None  # set when something other than its reader ended it
+        self._on_close: Optional[Callable[[], None]] = None  # a spare conversation goes back to the model
         self.stats: Optional[GenerationStats] = None
         self._token = c_int32()
         self._text = ctypes.c_void_p()
@@ -536,14 +758,16 @@ class TokenStream:
             ModelClosedError: the model was closed while the stream was open.
             ModelBusyError: a later call from this thread ended the stream.
         """
-        with self._model._lock:
+        conv = self._conv
+        with conv._lock:
             if self._ended_why is not None:
                 cls = errors.ModelClosedError if self._ended_why == "closed" else errors.ModelBusyError
                 raise cls(f"the stream was {self._ended_why} before the reply was complete")
             if self._ptr is None:
                 return None
-            status = self._model._lib.llmodel_stream_next(self._ptr, byref(self._token), byref(self._text),
-                                                          byref(self._len), byref(self._done))
+            with conv._model._using():
+                status = conv._lib.llmodel_stream_next(self._ptr, byref(self._token), byref(self._text),
+                                                       byref(self._len), byref(self._done))
             native.check(status)
             if self._done.value:
                 return None
@@ -556,17 +780,21 @@ class TokenStream:
         (``None`` at interpreter exit, when nothing native runs any more)."""
         if _exiting:
             return self.stats
-        with self._model._stream_ended:
+        conv = self._conv
+        with conv._stream_ended:
             # detach() says whether the finalizer still owned the native
             # stream: it may have ended it already (gc of a cycle)
             if self._ptr is not None and self._finalizer.detach() is not None:
                 result = native.GenerateResult()
-                status = self._model._lib.llmodel_stream_end(self._ptr, byref(result))
+                status = conv._lib.llmodel_stream_end(self._ptr, byref(result))
                 self._ptr = None
-                self._model._stream_ended.notify_all()
+                conv._stream_ended.notify_all()
                 native.check(status)
                 self.stats = _stats(result)
             self._ptr = None
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
         return self.stats
 
     def _end(self, why: str) -> None:
@@ -575,4 +803,5 @@ class TokenStream:
         self._ended_why = why
 
 
-__all__ = ["LLModel", "TokenStream", "ModelInfo", "GenerationStats", "Device", "list_devices", "cpu_variant", "physical_cores"]
+__all__ = ["LLModel", "Conversation", "TokenStream", "ModelInfo", "GenerationStats", "Device", "list_devices",
+           "cpu_variant", "physical_cores"]

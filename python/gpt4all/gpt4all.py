@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 from . import errors
@@ -120,12 +121,16 @@ class GPT4All:
             ``InvalidModelError`` if it did; a file cut short in the middle of
             a generation would still crash the process). ``False`` keeps a
             private copy in memory.
+        n_parallel: the most conversations (chat sessions, and ``generate``
+            calls from different threads) that the engine decodes together,
+            one batch per step; more wait for a place. Each needs a cache of
+            up to ``n_ctx`` tokens, allocated only when that many run at once.
     """
 
     def __init__(self, model_name: str, *, model_path: Optional[Union[str, os.PathLike]] = None,
                  model_type: Optional[str] = None, allow_download: bool = True, n_threads: Optional[int] = None,
                  device: Optional[str] = None, n_ctx: int = 2048, ngl: int = 100, verbose: bool = False,
-                 use_mmap: bool = True):
+                 use_mmap: bool = True, n_parallel: int = 8):
         if verbose:
             _enable_verbose_logging()
         check_int("n_ctx", n_ctx, 1)
@@ -133,13 +138,10 @@ class GPT4All:
         if n_threads is not None:
             check_int("n_threads", n_threads, 1)
         self.model_type = model_type
-        self._history: Optional[ChatHistory] = None
-        self._formatter: Optional[ChatFormatter] = None
-        self._session_skip = 0  # oldest turns dropped from the model's view to fit the context
         self.config: ConfigType = self.retrieve_model(model_name, model_path=model_path,
                                                       allow_download=allow_download, verbose=verbose)
         self.model = LLModel(self.config["path"], n_ctx=n_ctx, ngl=ngl, device=device, n_threads=n_threads,
-                             use_mmap=bool(use_mmap))
+                             use_mmap=bool(use_mmap), n_parallel=n_parallel)
         self._last_stats: Optional[GenerationStats] = None
 
     # ------------------------------------------------------------ lifecycle
@@ -222,22 +224,35 @@ class GPT4All:
 
     # ------------------------------------------------------------ chat sessions
 
+    def _session(self) -> Optional["ChatSession"]:
+        """The chat session open in this thread (or task) on this model, if any."""
+        return _open_sessions.get().get(id(self))
+
     @property
     def current_chat_session(self) -> Optional[List[MessageType]]:
-        """The messages of the open chat session, or ``None`` outside one."""
-        return self._history
+        """The messages of the chat session open in this thread, or ``None`` outside one."""
+        session = self._session()
+        return session.history if session is not None else None
 
     @current_chat_session.setter
     def current_chat_session(self, history: List[MessageType]) -> None:
-        if self._history is None:
+        session = self._session()
+        if session is None:
             raise errors.InvalidArgumentError("no chat session is open (use `with model.chat_session():`)")
-        self._history = ChatHistory(history)
-        self._session_skip = 0
+        session.history = history  # type: ignore[assignment]
 
     @contextmanager
     def chat_session(self, system_prompt: Optional[str] = None,
-                     prompt_template: Optional[str] = None) -> Iterator[None]:
+                     prompt_template: Optional[str] = None) -> Iterator["ChatSession"]:
         """A context in which [`generate`][gpt4all.GPT4All.generate] holds a conversation.
+
+        Each session is a conversation of its own, with its own history and
+        its own cache on the model: sessions in different threads (or tasks)
+        run at the same time, batched by the engine, and sessions nested in
+        one thread can be used in turn through the
+        [`ChatSession`][gpt4all.gpt4all.ChatSession] each ``with`` gives.
+        Inside the ``with``, ``generate`` uses the innermost session of the
+        calling thread.
 
         Args:
             system_prompt: instructions placed before the conversation;
@@ -245,52 +260,20 @@ class GPT4All:
             prompt_template: a template with ``{0}`` where each user message
                 goes, instead of the chat template stored in the model.
         """
-        if system_prompt is None:
-            system_prompt = self.config.get("systemPrompt") or None
-        info = self.model.info
-        jinja = info.chat_template or self.config.get("chatTemplate")
-        if prompt_template is None and not jinja:
-            prompt_template = self.config.get("promptTemplate")
-        self._formatter = ChatFormatter(jinja, prompt_template,
-                                        bos_token=self.model.token_text(info.bos),
-                                        eos_token=self.model.token_text(info.eos), tokenizer=self.model)
-        self._history = ChatHistory([{"role": "system", "content": system_prompt}] if system_prompt else [])
-        self._session_skip = 0
+        session = ChatSession(self, system_prompt, prompt_template)
+        sessions = _open_sessions.get()
+        token = _open_sessions.set({**sessions, id(self): session})
         try:
-            yield
+            yield session
         finally:
-            self._history = None
-            self._formatter = None
-
-    def _session_prompt(self, max_tokens: int) -> tuple:
-        """The token ids of the session's conversation, ready for a reply,
-        and how many leading tokens (the system prompt) a shift must keep.
-
-        Drops the oldest turns from the model's view when the conversation
-        and the reply would not fit in the context; the system prompt stays.
-        """
-        assert self._history is not None and self._formatter is not None
-        msgs = list(self._history)
-        system = msgs[:1] if msgs and msgs[0].get("role") == "system" else []
-        turns = msgs[len(system):]
-        n_ctx = self.model.info.n_ctx
-        while True:
-            view = system + turns[self._session_skip:]
-            tokens = self._formatter.tokens(view)  # message text never becomes control tokens
-            user_starts = [i for i, m in enumerate(turns) if m["role"] == "user" and i > self._session_skip]
-            if len(tokens) + min(max_tokens, n_ctx // 4) <= n_ctx or not user_starts:
-                break
-            self._session_skip = user_starts[0]
-        if len(tokens) > n_ctx:
-            raise errors.ContextOverflowError(
-                f"the prompt has {len(tokens)} tokens but the context holds only {n_ctx}: shorten the message "
-                f"or the system prompt, or load the model with a larger n_ctx")
-        n_keep = 0
-        if system:
-            head = self._formatter.tokens(system)
-            while n_keep < min(len(head), len(tokens)) and head[n_keep] == tokens[n_keep]:
-                n_keep += 1
-        return tokens, n_keep
+            try:
+                _open_sessions.reset(token)
+            except ValueError:  # left in another context (a generator finished elsewhere)
+                rest = dict(_open_sessions.get())
+                if rest.get(id(self)) is session:
+                    rest.pop(id(self))
+                _open_sessions.set(rest)
+            session.close()
 
     # ------------------------------------------------------------ generation
 
@@ -356,17 +339,26 @@ class GPT4All:
         if self.model.closed:
             raise errors.ModelClosedError("the model is closed")
 
-        history = self._history
-        if history is not None:
+        return self._generate(self._session(), prompt, params, callback, stops, streaming)
+
+    def _generate(self, session: Optional["ChatSession"], prompt: str, params: GenerationParams,
+                  callback: Callable[[int, str], bool], stops: List[str],
+                  streaming: bool) -> Union[str, Iterable[str]]:
+        """generate() once its arguments are checked: in session, or plain."""
+        n = params.n_predict
+        history = session.history if session is not None else None
+        if session is not None and history is not None:
             history.append({"role": "user", "content": prompt})
             try:
-                model_prompt, n_keep = self._session_prompt(n)
+                model_prompt, n_keep = session._prompt(n)
             except BaseException:
                 history.pop()
                 raise
             add_special = False
+            target: Any = session.conversation
         else:
             model_prompt, n_keep, add_special = prompt, 1, True
+            target = self.model
 
         # in a session, a turn whose oldest messages were dropped to fit the
         # context shifts the cached rest into place instead of re-reading it
@@ -378,7 +370,7 @@ class GPT4All:
             reply = history.record_reply()
 
         if streaming:
-            return self._stream(model_prompt, kwargs, callback, stops, history, reply)
+            return self._stream(target, session, model_prompt, kwargs, callback, stops, history, reply)
         pieces: List[str] = []
         matcher = _StopMatcher(stops)
 
@@ -393,7 +385,9 @@ class GPT4All:
             return callback(token, out) is not False
 
         try:
-            self._last_stats = self.model.generate(model_prompt, on_token=on_token, **kwargs)
+            self._last_stats = target.generate(model_prompt, on_token=on_token, **kwargs)
+            if session is not None:
+                session.last_generation = self._last_stats
         except BaseException:
             _rollback(history, reply)
             raise
@@ -404,7 +398,7 @@ class GPT4All:
                 reply["content"] += tail
         return "".join(pieces)
 
-    def _stream(self, model_prompt: Any, kwargs: Dict[str, Any], callback: Callable[[int, str], bool],
+    def _stream(self, target: Any, session: Optional["ChatSession"], model_prompt: Any, kwargs: Dict[str, Any], callback: Callable[[int, str], bool],
                 stops: List[str], history: Optional[ChatHistory], reply: Optional[MessageType]) -> Iterator[str]:
         """Yields the reply's pieces as the model generates them.
 
@@ -418,7 +412,7 @@ class GPT4All:
         def generator() -> Iterator[str]:
             stream = None
             try:
-                stream = self.model.stream(model_prompt, **kwargs)
+                stream = target.stream(model_prompt, **kwargs)
                 while True:
                     item = stream.next()
                     if item is None:
@@ -445,8 +439,94 @@ class GPT4All:
                 # a stream that a later call ended is that call's business
                 if stream is not None and not stream.closed:
                     self._last_stats = stream.close()
+                    if session is not None:
+                        session.last_generation = self._last_stats
 
         return generator()
+
+
+#: The chat sessions open in this thread (or task), by id of their GPT4All.
+_open_sessions: "ContextVar[Dict[int, ChatSession]]" = ContextVar("gpt4all_open_sessions", default={})
+
+
+class ChatSession:
+    """One conversation with a model: its messages, and a cache of its own on
+    the model (see [`GPT4All.chat_session`][gpt4all.GPT4All.chat_session],
+    which makes it).
+
+    Each turn is the whole conversation formatted with the chat template;
+    only its new tokens are evaluated, whatever other sessions on the same
+    model did meanwhile.
+    """
+
+    def __init__(self, gpt4all: "GPT4All", system_prompt: Optional[str], prompt_template: Optional[str]):
+        if system_prompt is None:
+            system_prompt = gpt4all.config.get("systemPrompt") or None
+        model = gpt4all.model
+        info = model.info
+        jinja = info.chat_template or gpt4all.config.get("chatTemplate")
+        if prompt_template is None and not jinja:
+            prompt_template = gpt4all.config.get("promptTemplate")
+        self._gpt4all = gpt4all
+        self._formatter = ChatFormatter(jinja, prompt_template, bos_token=model.token_text(info.bos),
+                                        eos_token=model.token_text(info.eos), tokenizer=model)
+        self._history = ChatHistory([{"role": "system", "content": system_prompt}] if system_prompt else [])
+        self._skip = 0  # oldest turns dropped from the model's view to fit the context
+        self.conversation = model.conversation()
+        #: Counts and timings of this session's last turn.
+        self.last_generation: Optional[GenerationStats] = None
+
+    @property
+    def history(self) -> ChatHistory:
+        """The messages so far (a list of ``{"role", "content"}`` dicts)."""
+        return self._history
+
+    @history.setter
+    def history(self, messages: List[MessageType]) -> None:
+        self._history = ChatHistory(messages)
+        self._skip = 0
+
+    def generate(self, prompt: str, **kwargs: Any) -> Union[str, Iterable[str]]:
+        """The next turn: as [`GPT4All.generate`][gpt4all.GPT4All.generate]
+        in this session, whichever session is current."""
+        token = _open_sessions.set({**_open_sessions.get(), id(self._gpt4all): self})
+        try:
+            return self._gpt4all.generate(prompt, **kwargs)
+        finally:
+            _open_sessions.reset(token)
+
+    def close(self) -> None:
+        """Frees the session's cache; its history stays readable."""
+        self.conversation.close()
+
+    def _prompt(self, max_tokens: int) -> tuple:
+        """The token ids of the conversation, ready for a reply, and how many
+        leading tokens (the system prompt) a shift must keep.
+
+        Drops the oldest turns from the model's view when the conversation
+        and the reply would not fit in the context; the system prompt stays.
+        """
+        msgs = list(self._history)
+        system = msgs[:1] if msgs and msgs[0].get("role") == "system" else []
+        turns = msgs[len(system):]
+        n_ctx = self._gpt4all.model.info.n_ctx
+        while True:
+            view = system + turns[self._skip:]
+            tokens = self._formatter.tokens(view)  # message text never becomes control tokens
+            user_starts = [i for i, m in enumerate(turns) if m["role"] == "user" and i > self._skip]
+            if len(tokens) + min(max_tokens, n_ctx // 4) <= n_ctx or not user_starts:
+                break
+            self._skip = user_starts[0]
+        if len(tokens) > n_ctx:
+            raise errors.ContextOverflowError(
+                f"the prompt has {len(tokens)} tokens but the context holds only {n_ctx}: shorten the message "
+                f"or the system prompt, or load the model with a larger n_ctx")
+        n_keep = 0
+        if system:
+            head = self._formatter.tokens(system)
+            while n_keep < min(len(head), len(tokens)) and head[n_keep] == tokens[n_keep]:
+                n_keep += 1
+        return tokens, n_keep
 
 
 def _rollback(history: Optional[ChatHistory], reply: Optional[MessageType]) -> None:
