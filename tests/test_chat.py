@@ -126,7 +126,7 @@ def test_gemma3_second_architecture_and_template(gemma_path):
 def test_the_turn_that_drops_old_turns_shifts_the_cache_instead_of_rereading_it(smollm2_path):
     system = "You are a terse assistant. " * 10  # ~60 tokens kept in front at every turn
     with GPT4All(smollm2_path.name, model_path=smollm2_path.parent, allow_download=False, n_ctx=256) as m:
-        with m.chat_session(system_prompt=system):
+        with m.chat_session(system_prompt=system) as session:
             shifted = None
             for i in range(20):
                 m.generate(f"Tell me one fact about the number {i}.", max_tokens=16, temp=0)

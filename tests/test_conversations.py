@@ -91,9 +91,9 @@ def test_eight_threads_on_one_model_match_their_solo_replies(model):
 
     run_threads(work, len(PROMPTS))
     same = sum(a == b for a, b in zip(together, solo))
-    # the bound the README states: batched kernels add in another order, so a
-    # near tie may go the other way; most replies are identical
-    assert same >= 6, list(zip(together, solo))
+    # the bound the README states: a prompt read in one step with others goes
+    # through batched kernels that may round a near tie the other way
+    assert same >= 7, list(zip(together, solo))
     # the calls ran on conversations of their own (spares beside the main one)
     assert len(model.model._spares) >= 2
 

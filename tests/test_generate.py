@@ -219,9 +219,7 @@ def test_thread_count(smollm2):
 def test_prompt_batch_size_changes_speed_not_the_reply(smollm2_path):
     """generate(n_batch=8), the original default that LangChain passes, must
     not evaluate the prompt 8 tokens at a time: the engine uses the context's
-    batch, and the reply is exactly what 8-token batches give. (A model of
-    its own: other conversations' caches in the shared pool change the
-    rounding of attention, see README.)"""
+    batch, and the reply is exactly what 8-token batches give."""
     smollm2 = GPT4All(smollm2_path.name, model_path=smollm2_path.parent, allow_download=False)
     prompt = ("Here is a long story about a lighthouse keeper who counts ships. " * 12) + "The keeper said"
     native = smollm2.model

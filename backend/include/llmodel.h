@@ -27,24 +27,26 @@
  * Models, conversations, embedders
  * --------------------------------
  * A model (llmodel_model) holds the weights, loaded once, and one engine
- * context whose KV cache is a pool shared by the model's conversations.
- * A conversation (llmodel_conversation) is one sequence in that pool: its own
- * cached tokens (so each turn evaluates only its new tokens), its own sampler
- * state and its own call rule. Any number of conversations may exist; at
- * most llmodel_load_params.n_parallel of them hold cache cells at once. One
- * that has to make room for another while idle is "parked": its cache is
- * copied to host memory and copied back when it runs again, so it never
- * evaluates its tokens twice. The pool starts at n_ctx cells and grows (by
- * doubling, up to n_ctx * n_parallel) only when conversations running at the
- * same time need more; memory is the weights once plus the cells in use.
+ * context with one KV cache of n_ctx cells per sequence. A conversation
+ * (llmodel_conversation) holds a sequence while it needs one: its own cache
+ * (so each turn evaluates only its new tokens, and its attention covers only
+ * its own tokens: what it generates does not depend on the other
+ * conversations), its own sampler state and its own call rule. Any number of
+ * conversations may exist; one that is idle when another needs its sequence
+ * is "parked": its cache is copied to host memory and copied back when it
+ * runs again, so it never evaluates its tokens twice. The context starts
+ * with one sequence and grows (by doubling, up to
+ * llmodel_load_params.n_parallel) only when that many conversations run at
+ * the same time; memory is the weights once plus the caches in use.
  *
  * Conversations that generate at the same time are decoded together: each
  * engine step is one llama_decode over every running conversation's next
  * token (and the next chunk of any prompt being read), so a conversation
  * that starts later joins the running batch at the next step and one that
  * ends leaves it. Each conversation's tokens are sampled from its own logits
- * by its own sampler, so what it generates does not depend on the others,
- * except for the rounding of the engine's batched kernels (see README).
+ * by its own sampler. (The engine's batched matrix kernels may round a
+ * prompt read together with others differently; see README for how often a
+ * greedy reply then differs.)
  *
  * The model-level generation functions (llmodel_generate, llmodel_stream_*,
  * llmodel_reset, llmodel_cached_tokens, llmodel_state_*) act on the model's
@@ -243,13 +245,14 @@ typedef struct llmodel_load_params {
                              LLMODEL_ERR_INVALID_FILE when it changed. */
     int32_t n_parallel;   /* the most conversations that hold a cache and are
                              decoded together (1 to LLMODEL_MAX_PARALLEL);
-                             others wait for a place. The cache pool grows to
-                             n_ctx * n_parallel cells only as far as they need. */
+                             others wait for a place. The context grows to
+                             this many caches of n_ctx cells only when that
+                             many conversations run at once. */
 } llmodel_load_params;
 
 LLMODEL_API llmodel_load_params llmodel_load_default_params(void);
 
-/* Loads a GGUF model and creates its context (with n_ctx cells to start). On success *out is a new
+/* Loads a GGUF model and creates its context (one cache of n_ctx cells to start). On success *out is a new
  * handle; on failure *out is NULL and llmodel_last_error() says why (missing,
  * empty, not GGUF, truncated, unsupported architecture, out of memory, ...). */
 LLMODEL_API llmodel_status llmodel_model_load(const char *path, const llmodel_load_params *params,

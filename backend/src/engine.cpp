@@ -1,5 +1,5 @@
-// The engine: sequences of the shared cache pool, parking, growth, and the
-// steps that decode every running conversation together.
+// The engine: the sequences (a cache of n_ctx cells each), parking, growth,
+// and the steps that decode every running conversation together.
 //
 // A step has a leader: the first of the waiting callers to find no step
 // running. It waits a moment for the other running generations to hand in
@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 
 #include "sampler.h"
 
@@ -35,12 +36,32 @@ bool abort_step(void *data) {
 
 llama_memory_t memory(const Engine &e) { return llama_get_memory(e.ctx); }
 
-size_t used_cells(const Engine &e) {
-    size_t n = 0;
-    for (const llmodel_conversation *c : e.seq_owner) {
-        if (c) n += c->tokens.size();
+// llama.cpp's saved state of one sequence names the number of sequences of
+// its context and has a (mostly empty) part for each: [n][0]*k[part][0]*rest
+// for sequence k. Rewritten for a context of to_n sequences as [to_n][part]
+// [0]*(to_n-1), which llama.cpp reads into whatever sequence it is given.
+// Empty when the state is not of that form (a model with two caches, like
+// one with sliding-window layers, writes two such sections).
+std::vector<uint8_t> restream(const std::vector<uint8_t> &blob, int32_t from_n, int32_t from_seq, int32_t to_n) {
+    const size_t u = sizeof(uint32_t);
+    const size_t lead = u + u * static_cast<size_t>(from_seq), trail = u * static_cast<size_t>(from_n - from_seq - 1);
+    if (blob.size() <= lead + trail) return {};
+    uint32_t v;
+    std::memcpy(&v, blob.data(), u);
+    if (v != static_cast<uint32_t>(from_n)) return {};
+    for (size_t off = u; off < lead; off += u) {
+        std::memcpy(&v, blob.data() + off, u);
+        if (v != 0) return {};
     }
-    return n;
+    for (size_t off = blob.size() - trail; off < blob.size(); off += u) {
+        std::memcpy(&v, blob.data() + off, u);
+        if (v != 0) return {};
+    }
+    std::vector<uint8_t> out(u + (blob.size() - lead - trail) + u * static_cast<size_t>(to_n - 1), 0);
+    v = static_cast<uint32_t>(to_n);
+    std::memcpy(out.data(), &v, u);
+    std::memcpy(out.data() + u, blob.data() + lead, blob.size() - lead - trail);
+    return out;
 }
 
 // Copies c's cache to host memory and gives up its sequence.
@@ -56,6 +77,8 @@ void park(Engine &e, llmodel_conversation *c) {
             c->tokens.clear(); // could not be kept: evaluated again when it runs next
         } else {
             c->parked.resize(got);
+            c->parked_n_seq = e.n_seq;
+            c->parked_seq = c->seq;
         }
     }
     llama_memory_seq_rm(memory(e), c->seq, -1, -1);
@@ -63,17 +86,52 @@ void park(Engine &e, llmodel_conversation *c) {
     c->seq = -1;
 }
 
-// Puts c (parked or new) into free sequence seq.
+// Puts c (parked or new) into free sequence seq. A cache that cannot be
+// read back (parked by a context with another number of sequences, of a
+// model whose state cannot be rewritten for it) is evaluated again instead.
 void restore(Engine &e, llmodel_conversation *c, int32_t seq) {
     c->seq = seq;
     e.seq_owner[static_cast<size_t>(seq)] = c;
+    if (!c->parked.empty() && c->parked_n_seq != e.n_seq) {
+        c->parked = restream(c->parked, c->parked_n_seq, c->parked_seq, e.n_seq);
+    }
     if (c->parked.empty() || c->tokens.empty()) {
         c->tokens.clear();
     } else if (llama_state_seq_set_data(e.ctx, c->parked.data(), c->parked.size(), seq) == 0) {
-        llama_memory_seq_rm(memory(e), seq, -1, -1); // no room in one piece: evaluated again instead
+        llama_memory_seq_rm(memory(e), seq, -1, -1);
         c->tokens.clear();
     }
     std::vector<uint8_t>().swap(c->parked);
+}
+
+// Evaluates c's tokens again into its (empty) sequence: how a running
+// conversation gets its cache back in a context made anew.
+bool replay(Engine &e, llmodel_conversation *c) {
+    const std::vector<llama_token> tokens = std::move(c->tokens);
+    c->tokens.clear();
+    llama_batch b = llama_batch_init(e.n_batch, 0, 1);
+    bool ok = true;
+    for (size_t i = 0; ok && i < tokens.size();) {
+        const size_t n = std::min(tokens.size() - i, static_cast<size_t>(e.n_batch));
+        b.n_tokens = 0;
+        for (size_t k = 0; k < n; ++k) {
+            const int32_t j = b.n_tokens++;
+            b.token[j] = tokens[i + k];
+            b.pos[j] = static_cast<llama_pos>(i + k);
+            b.n_seq_id[j] = 1;
+            b.seq_id[j][0] = c->seq;
+            b.logits[j] = false;
+        }
+        ok = llama_decode(e.ctx, b) == 0;
+        i += n;
+    }
+    llama_batch_free(b);
+    if (ok) {
+        c->tokens = tokens;
+    } else {
+        llama_memory_seq_rm(memory(e), c->seq, -1, -1);
+    }
+    return ok;
 }
 
 bool contains(const std::vector<llmodel_conversation *> &v, const llmodel_conversation *c) {
@@ -96,78 +154,70 @@ int32_t free_seq(const Engine &e) {
     return -1;
 }
 
-// A bigger pool: every resident conversation is parked, the context made
-// anew, and the running ones put back at once (into the empty pool, where
-// their caches fit in one piece each).
-llmodel_status grow(llmodel_model *m, size_t needed) {
+// More sequences: the context is made anew with twice the sequences (up to
+// n_parallel); idle conversations are parked (and evaluate their tokens
+// again when they next run), running ones evaluate theirs again at once.
+llmodel_status grow(llmodel_model *m) {
     Engine &e = m->engine;
-    size_t want = std::max<size_t>(static_cast<size_t>(e.n_cells) * 2, needed);
-    want = std::min<size_t>(want, static_cast<size_t>(e.max_cells));
+    const int32_t want = std::min(e.max_seq, e.n_seq * 2);
     std::vector<llmodel_conversation *> running;
     for (llmodel_conversation *c : e.seq_owner) {
         if (!c) continue;
-        if (c->running) running.push_back(c);
-        park(e, c);
+        if (c->running) {
+            running.push_back(c);
+            e.seq_owner[static_cast<size_t>(c->seq)] = nullptr;
+            c->seq = -1;
+        } else {
+            park(e, c);
+        }
     }
-    const int32_t old_cells = e.n_cells;
+    const int32_t old_seq = e.n_seq;
     llama_free(e.ctx);
     e.ctx = nullptr;
-    llmodel_status s = create_engine_context(m, static_cast<int32_t>(want));
+    llmodel_status s = create_engine_context(m, want);
     if (s != LLMODEL_OK) {
-        if (create_engine_context(m, old_cells) != LLMODEL_OK) {
-            return fail(LLMODEL_ERR_OUT_OF_MEMORY, "could not make the cache pool bigger, nor remake it");
+        if (create_engine_context(m, old_seq) != LLMODEL_OK) {
+            return fail(LLMODEL_ERR_OUT_OF_MEMORY, "could not make room for more conversations, nor remake the cache");
         }
-        clear_error();
-        s = fail(LLMODEL_ERR_OUT_OF_MEMORY, "not enough memory to make the cache pool bigger (" +
-                                                std::to_string(want) + " cells) for the conversations running at once; "
-                                                "load the model with a smaller n_parallel or n_ctx");
+        s = fail(LLMODEL_ERR_OUT_OF_MEMORY, "not enough memory for the caches of " + std::to_string(want) +
+                                                " conversations running at once; load the model with a smaller "
+                                                "n_parallel or n_ctx");
     }
     for (llmodel_conversation *c : running) {
         const int32_t seq = free_seq(e);
-        if (seq >= 0) restore(e, c, seq);
+        if (seq < 0) break; // cannot happen: there are more sequences than before
+        c->seq = seq;
+        e.seq_owner[static_cast<size_t>(seq)] = c;
+        if (!replay(e, c) && s == LLMODEL_OK) {
+            s = fail(LLMODEL_ERR_BACKEND, "could not evaluate a running conversation again in the larger cache");
+        }
     }
     return s;
 }
 
-// Makes room for `extra` more cells besides the resident caches and the
-// caches of keep's parked conversations: parks idle conversations, then
-// grows the pool.
-llmodel_status make_room(llmodel_model *m, size_t extra, const std::vector<llmodel_conversation *> &keep) {
+// Gives c a sequence (restoring its parked cache): a free one, else the one
+// of the conversation idle the longest (not running, not in keep), else a
+// new one (the cache grows). LLMODEL_ERR_BUSY when every one of n_parallel
+// sequences belongs to a running conversation.
+llmodel_status acquire_seq(llmodel_model *m, llmodel_conversation *c, const std::vector<llmodel_conversation *> &keep) {
     Engine &e = m->engine;
-    auto needed = [&] {
-        size_t n = extra;
-        for (const llmodel_conversation *c : keep) {
-            if (c->seq < 0) n += c->tokens.size();
-        }
-        return n;
-    };
-    while (used_cells(e) + needed() > static_cast<size_t>(e.n_cells)) {
-        if (llmodel_conversation *idle = least_recent_idle(e, keep)) {
-            park(e, idle);
-            continue;
-        }
-        if (e.n_cells >= e.max_cells) break; // cannot happen: n_parallel caches of n_ctx fit
-        if (llmodel_status s = grow(m, used_cells(e) + needed())) return s;
-    }
-    return LLMODEL_OK;
-}
-
-// Gives c a sequence (restoring its parked cache); false when every
-// sequence belongs to a running conversation or to keep.
-bool acquire_seq(llmodel_model *m, llmodel_conversation *c, const std::vector<llmodel_conversation *> &keep) {
-    Engine &e = m->engine;
-    if (c->seq >= 0) return true;
+    if (c->seq >= 0) return LLMODEL_OK;
     int32_t seq = free_seq(e);
     if (seq < 0) {
         std::vector<llmodel_conversation *> spare(keep);
         spare.push_back(c);
-        llmodel_conversation *idle = least_recent_idle(e, spare);
-        if (!idle) return false;
-        seq = idle->seq;
-        park(e, idle);
+        if (llmodel_conversation *idle = least_recent_idle(e, spare)) {
+            seq = idle->seq;
+            park(e, idle);
+        } else if (e.n_seq < e.max_seq) {
+            if (llmodel_status s = grow(m)) return s;
+            if (c->seq >= 0) return LLMODEL_OK; // it was running: put back by grow
+            seq = free_seq(e);
+        }
     }
+    if (seq < 0) return LLMODEL_ERR_BUSY;
     restore(e, c, seq);
-    return true;
+    return LLMODEL_OK;
 }
 
 // Drops the oldest tokens after n_keep to make room (a context shift).
@@ -222,7 +272,6 @@ void decode_step(llmodel_model *m, const std::vector<Request *> &chosen) {
     Engine &e = m->engine;
     std::vector<Request *> live;
     std::vector<llmodel_conversation *> convs;
-    size_t n_new = 0;
     for (Request *r : chosen) {
         r->outcome = Request::kDone;
         r->status = LLMODEL_OK;
@@ -235,23 +284,25 @@ void decode_step(llmodel_model *m, const std::vector<Request *> &chosen) {
         }
         live.push_back(r);
         convs.push_back(r->c);
-        n_new += r->n_taken;
     }
     if (live.empty()) return;
     LogCapture capture;
-    if (llmodel_status s = make_room(m, n_new, convs)) {
-        std::string why = llmodel_last_error();
-        for (Request *r : live) fail_request(r, s, why);
-        return;
-    }
     std::vector<Request *> batch;
     int32_t n_tokens = 0;
+    // a running conversation parked to let the cache grow comes back first
     for (Request *r : live) {
         llmodel_conversation *c = r->c;
-        if (!acquire_seq(m, c, convs)) { // cannot happen: running conversations hold their sequences
-            fail_request(r, LLMODEL_ERR_INTERNAL, "no sequence free for a running conversation");
+        if (llmodel_status s = acquire_seq(m, c, convs)) { // running conversations always have a place
+            fail_request(r, s == LLMODEL_ERR_BUSY ? LLMODEL_ERR_INTERNAL : s,
+                         s == LLMODEL_ERR_BUSY ? "no sequence free for a running conversation" : llmodel_last_error());
             continue;
         }
+    }
+    // in sequence order: llama.cpp puts consecutive sequences into one ubatch
+    std::sort(live.begin(), live.end(), [](const Request *a, const Request *b) { return a->c->seq < b->c->seq; });
+    for (Request *r : live) {
+        llmodel_conversation *c = r->c;
+        if (r->outcome != Request::kDone) continue;
         if (c->tokens.size() + r->n_taken > static_cast<size_t>(m->n_ctx)) {
             if (!r->context_shift || !shift(e, c, r->n_keep)) {
                 r->outcome = Request::kContextFull;
@@ -341,14 +392,16 @@ std::vector<Request *> choose(Engine &e, Request *own) {
 
 } // namespace
 
-llmodel_status create_engine_context(llmodel_model *m, int32_t n_cells) {
+llmodel_status create_engine_context(llmodel_model *m, int32_t n_seq) {
     Engine &e = m->engine;
     llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = static_cast<uint32_t>(n_cells);
+    cp.n_ctx = static_cast<uint32_t>(m->n_ctx) * static_cast<uint32_t>(n_seq);
     cp.n_batch = static_cast<uint32_t>(e.n_batch);
     cp.n_ubatch = static_cast<uint32_t>(std::min(e.n_batch, 512));
-    cp.n_seq_max = static_cast<uint32_t>(e.n_seq);
-    cp.kv_unified = true; // one pool: a conversation may use as many cells as it needs
+    cp.n_seq_max = static_cast<uint32_t>(n_seq);
+    // a cache of its own for each sequence: a conversation's attention covers
+    // only its own tokens, so its replies do not depend on the others
+    cp.kv_unified = false;
     cp.n_threads = m->n_threads;
     cp.n_threads_batch = m->n_threads;
     cp.swa_full = true; // keeps every position, so chat turns can reuse the cache
@@ -360,13 +413,14 @@ llmodel_status create_engine_context(llmodel_model *m, int32_t n_cells) {
     llama_context *ctx = llama_init_from_model(m->model, cp);
     if (!ctx) {
         std::string why = last_lines(capture.text());
-        return fail(LLMODEL_ERR_OUT_OF_MEMORY, "could not create a context of " + std::to_string(n_cells) + " cells" +
+        return fail(LLMODEL_ERR_OUT_OF_MEMORY, "could not create a context for " + std::to_string(n_seq) +
+                                                   " conversations of " + std::to_string(m->n_ctx) + " tokens" +
                                                    (why.empty() ? "" : ": " + why));
     }
     e.ctx = ctx;
-    e.n_cells = static_cast<int32_t>(llama_n_ctx(ctx));
+    e.n_seq = n_seq;
     e.n_batch = static_cast<int32_t>(llama_n_batch(ctx));
-    if (e.seq_owner.size() != static_cast<size_t>(e.n_seq)) e.seq_owner.assign(static_cast<size_t>(e.n_seq), nullptr);
+    e.seq_owner.assign(static_cast<size_t>(n_seq), nullptr);
     return LLMODEL_OK;
 }
 
@@ -394,12 +448,9 @@ llmodel_status begin_generation(llmodel_conversation *c, const std::vector<llama
         llmodel_status s = LLMODEL_OK;
         bool placed = false;
         try {
-            if (c->seq < 0) {
-                s = make_room(m, 0, {c});
-                placed = s == LLMODEL_OK && acquire_seq(m, c, {});
-            } else {
-                placed = true;
-            }
+            s = acquire_seq(m, c, {});
+            placed = s == LLMODEL_OK;
+            if (s == LLMODEL_ERR_BUSY) s = LLMODEL_OK; // every sequence runs a generation: wait
             if (placed) {
                 size_t keep = 0;
                 while (keep < c->tokens.size() && keep < prompt.size() && c->tokens[keep] == prompt[keep]) ++keep;
@@ -515,31 +566,40 @@ void drop_conversation(llmodel_conversation *c) {
 
 bool save_sequence(llmodel_conversation *c, std::vector<uint8_t> &out) {
     Engine &e = c->m->engine;
-    if (c->tokens.empty()) {
-        out.clear();
-        return true;
-    }
+    out.clear();
+    if (c->tokens.empty()) return true;
+    std::vector<uint8_t> raw;
+    int32_t n_seq = e.n_seq, seq = c->seq;
     if (c->seq < 0) {
-        out = c->parked;
-        return !out.empty();
+        raw = c->parked;
+        n_seq = c->parked_n_seq;
+        seq = c->parked_seq;
+    } else {
+        const size_t n = llama_state_seq_get_size(e.ctx, c->seq);
+        raw.resize(n);
+        raw.resize(n ? llama_state_seq_get_data(e.ctx, raw.data(), n, c->seq) : 0);
     }
-    const size_t n = llama_state_seq_get_size(e.ctx, c->seq);
-    out.resize(n);
-    const size_t got = n ? llama_state_seq_get_data(e.ctx, out.data(), n, c->seq) : 0;
-    out.resize(got);
-    return got > 0;
+    if (raw.empty()) return false;
+    // saved for a context of one sequence, whatever this one has now
+    out = n_seq == 1 ? std::move(raw) : restream(raw, n_seq, seq, 1);
+    return !out.empty();
 }
 
 bool load_sequence(llmodel_conversation *c, const uint8_t *data, size_t size, std::vector<llama_token> tokens) {
     Engine &e = c->m->engine;
     forget_conversation(c);
     if (tokens.empty()) return true;
+    std::vector<uint8_t> state(data, data + size); // saved for one sequence
+    if (e.n_seq != 1) state = restream(state, 1, 0, e.n_seq);
+    if (state.empty()) return false;
     if (c->seq < 0) { // checked as it is restored; a state that does not fit is then evaluated again
-        c->parked.assign(data, data + size);
+        c->parked = std::move(state);
+        c->parked_n_seq = e.n_seq;
+        c->parked_seq = 0;
         c->tokens = std::move(tokens);
         return true;
     }
-    if (llama_state_seq_set_data(e.ctx, data, size, c->seq) == 0) {
+    if (llama_state_seq_set_data(e.ctx, state.data(), state.size(), c->seq) == 0) {
         llama_memory_seq_rm(memory(e), c->seq, -1, -1);
         return false;
     }

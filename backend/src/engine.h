@@ -1,4 +1,4 @@
-// The engine: the cache pool's sequences, parking, and the batched steps.
+// The engine: the sequences and their caches, parking, and the batched steps.
 #pragma once
 
 #include "model.h"
@@ -36,8 +36,8 @@ struct Request {
     bool missed = false;          // scheduler: it was not there for a step; not waited for
 };
 
-// Creates the model's engine context with n_cells cells.
-llmodel_status create_engine_context(llmodel_model *m, int32_t n_cells);
+// Creates the model's engine context with n_seq sequences of n_ctx cells.
+llmodel_status create_engine_context(llmodel_model *m, int32_t n_seq);
 
 // Holds the engine (its context and the conversations' engine-side fields)
 // for one operation that is not a step: waits for a running step to end.

@@ -162,10 +162,10 @@ LLMODEL_API llmodel_status llmodel_model_load(const char *path, const llmodel_lo
         m->n_threads = p.n_threads > 0 ? p.n_threads : llmodel_physical_cores();
         m->n_ctx = n_ctx;
         Engine &e = m->engine;
-        e.n_seq = p.n_parallel;
+        e.max_seq = p.n_parallel;
         e.n_batch = p.n_batch;
-        e.max_cells = static_cast<int32_t>(std::min<int64_t>(static_cast<int64_t>(n_ctx) * p.n_parallel, INT32_MAX / 2));
-        if (llmodel_status s = create_engine_context(m.get(), n_ctx)) {
+        LLMODEL_REQUIRE(static_cast<int64_t>(n_ctx) * p.n_parallel <= INT32_MAX / 2, "n_ctx * n_parallel is too large");
+        if (llmodel_status s = create_engine_context(m.get(), 1)) {
             return fail(s, std::string(llmodel_last_error()) + " (a cache of " + std::to_string(n_ctx) +
                                " tokens needs about " + human_bytes(kv) + ")");
         }

@@ -38,6 +38,8 @@ struct llmodel_conversation {
     std::vector<llama_token> tokens; // what its cache holds, position by position
     int32_t seq = -1;                // its sequence in the pool, or -1
     std::vector<uint8_t> parked;     // its cache while it holds no sequence
+    int32_t parked_n_seq = 0;        // the sequences of the context it was parked from
+    int32_t parked_seq = 0;          // and the one it held
     uint64_t last_used = 0;          // for choosing whom to park
     bool running = false;            // a generation is in flight: it keeps its sequence
 };
@@ -50,15 +52,15 @@ enum : int {
     kFreePending = 2, // freed during a call: the call frees it as it returns
 };
 
-// The engine: the one llama_context whose KV cache is the pool of
-// sequences, and the scheduler that batches the conversations' steps.
+// The engine: the one llama_context whose KV cache holds the sequences
+// (one cache of n_ctx cells each), and the scheduler that batches the
+// conversations' steps.
 // Whoever holds it (Engine::hold) may touch the context; the leader of a
 // step holds it for the step.
 struct Engine {
     llama_context *ctx = nullptr;
-    int32_t n_seq = 1;       // sequences in the pool (n_parallel)
-    int32_t n_cells = 0;     // cells of the pool now
-    int32_t max_cells = 0;   // the most it may grow to
+    int32_t n_seq = 1;       // sequences (each a cache of n_ctx) now
+    int32_t max_seq = 1;     // the most it may grow to (n_parallel)
     int32_t n_batch = 512;   // tokens per step
     std::vector<llmodel_conversation *> seq_owner; // who holds each sequence
 

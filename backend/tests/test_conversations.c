@@ -24,11 +24,12 @@ static int g_checks = 0;
         }                                                                  \
     } while (0)
 
-/* Batched runs whose greedy text equals the solo run's, of all compared. The
- * engine's batched kernels add the same numbers in another order (a shared
- * cache pool makes each row of attention longer), so a greedy choice between
- * two nearly equal logits may go the other way; measured on this model (see
- * README): most runs are identical. The bound tested: at least 3 of 4. */
+/* Batched runs whose greedy text equals the solo run's, of all compared.
+ * Each conversation attends only to its own cache, but prompts read in one
+ * step with others go through the batched matrix kernels, which may add in
+ * another order, so a greedy choice between two nearly equal logits can go
+ * the other way: measured (scripts/batch_agreement.py, README) 63 of 64
+ * replies identical. The bound tested: all but one. */
 static int g_same = 0, g_compared = 0;
 
 #define N_PAR 8
@@ -300,6 +301,15 @@ static void test_parking_and_growth(const char *path) {
             if (round) CHECK(j[i].res.n_reused >= 4, "conv %d came back without its cache (%d reused)", i, j[i].res.n_reused);
         }
     }
+    /* two at once make the context grow to two sequences; a cache parked
+     * before that still comes back */
+    for (i = 0; i < 2; ++i) strncat(text[i], " again", sizeof text[i] - strlen(text[i]) - 1);
+    run_together(j, 2);
+    CHECK(j[0].status == LLMODEL_OK && j[1].status == LLMODEL_OK, "two at once");
+    strncat(text[2], " at last", sizeof text[2] - strlen(text[2]) - 1);
+    run_job(&j[2]);
+    CHECK(j[2].status == LLMODEL_OK && j[2].res.n_reused >= 4, "a cache parked before the growth came back with %d",
+          j[2].res.n_reused);
     for (i = 0; i < 4; ++i) llmodel_conversation_free(c[i]);
     llmodel_model_free(m);
 
@@ -535,7 +545,7 @@ int main(int argc, char **argv) {
         llmodel_model_free(m);
     }
     printf("batched runs equal to solo: %d of %d\n", g_same, g_compared);
-    CHECK(g_compared > 0 && 4 * g_same >= 3 * g_compared, "only %d of %d batched runs equal to solo", g_same, g_compared);
+    CHECK(g_compared > 0 && g_same >= g_compared - 1, "only %d of %d batched runs equal to solo", g_same, g_compared);
     printf("%d checks, %d failed\n", g_checks, g_failures);
     return g_failures ? 1 : 0;
 }
