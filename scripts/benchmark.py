@@ -11,6 +11,12 @@ repetition runs every contender once, in an order that rotates, so a noisy
 neighbour hurts them alike. Every measurement runs in a fresh process, whose
 peak RSS is read from the kernel.
 
+Same CPU code too: in a build with every CPU variant, llmodel picks its
+variant itself (skipping sapphirerapids, whose AMX kernels die with SIGILL),
+while llama.cpp's tools would load the best-scoring one, sapphirerapids
+included. So the tools run from a folder beside bin/ (bin-cpu-<variant>/,
+hard links) that holds only the variant llmodel reports.
+
 Measured, per thread count:
   pp  prompt processing, tokens/s: a prompt of --n-prompt tokens, from an
       empty cache, to the first generated token (gpt4all at its default
@@ -28,6 +34,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -210,12 +218,13 @@ WORKERS = {"gpt4all": worker_gpt4all, "llama-cpp-python": worker_llama_cpp_pytho
 
 # ---------------------------------------------------------------- the driver
 
-def run_with_rss(cmd: List[str], env: Optional[Dict[str, str]] = None) -> Tuple[str, float]:
-    """Runs cmd; returns its stdout and its own peak RSS in MB (Linux/macOS)."""
+def run_measured(cmd: List[str], env: Optional[Dict[str, str]] = None,
+                 cwd: Optional[Path] = None) -> Tuple[str, str, float]:
+    """Runs cmd; returns its stdout, its stderr and its own peak RSS in MB (Linux/macOS)."""
     import tempfile
 
     with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
-        p = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, env=env, text=True)
+        p = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, env=env, cwd=cwd, text=True)
         if hasattr(os, "wait4"):
             _, status, usage = os.wait4(p.pid, 0)
             p.returncode = os.waitstatus_to_exitcode(status)
@@ -229,14 +238,71 @@ def run_with_rss(cmd: List[str], env: Optional[Dict[str, str]] = None) -> Tuple[
         out, err = out_f.read(), err_f.read()
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{err[-2000:]}")
-    return out, rss_mb
+    return out, err, rss_mb
+
+
+def run_with_rss(cmd: List[str], env: Optional[Dict[str, str]] = None) -> Tuple[str, float]:
+    """Runs cmd; returns its stdout and its own peak RSS in MB (Linux/macOS)."""
+    out, _, rss = run_measured(cmd, env)
+    return out, rss
 
 
 def llama_bench(exe: Path, model: str, threads: int, n_prompt: int, n_gen: int) -> Tuple[float, float]:
-    out, rss = run_with_rss([str(exe), "-m", model, "-t", str(threads), "-p", str(n_prompt), "-n", str(n_gen),
-                             "-r", "1", "-o", "json"])
+    # run in its own folder: ggml also looks for backends in the working directory
+    out, _, rss = run_measured([str(exe), "-m", model, "-t", str(threads), "-p", str(n_prompt), "-n", str(n_gen),
+                                "-r", "1", "-o", "json"], cwd=exe.parent)
     (row,) = json.loads(out)
     return float(row["avg_ts"]), rss
+
+
+_CPU_VARIANT_FILE = re.compile(r"^(?:lib)?ggml-cpu-(.+)\.(?:so|dll|dylib)$")
+
+
+def llmodel_cpu_variant(library: Path, env: Dict[str, str]) -> str:
+    """The CPU variant the llmodel library (a file or its folder) picks on this machine, asked in a fresh
+    process; "native" for a build with one CPU backend linked in, "" when it cannot be asked."""
+    name = {"win32": "llmodel.dll", "darwin": "libllmodel.dylib"}.get(sys.platform, "libllmodel.so")
+    path = library / name if library.is_dir() else library
+    code = ("import ctypes, sys; f = ctypes.CDLL(sys.argv[1]).llmodel_cpu_variant; f.restype = ctypes.c_char_p; "
+            "f.argtypes = []; print(f().decode())")
+    try:
+        return subprocess.run([sys.executable, "-c", code, str(path)], env=env, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (subprocess.CalledProcessError, OSError) as e:
+        print(f"could not ask {path} for its CPU variant: {e}", file=sys.stderr)
+        return ""
+
+
+def pin_cpu_variant(exe: Path, variant: str) -> Path:
+    """exe, or the same program in a folder beside its own that holds only `variant`'s CPU backend (hard links;
+    copies where links fail), so that llama.cpp's backend search finds what llmodel uses."""
+    src = exe.parent
+    files = [f for f in src.iterdir() if f.is_file()]
+    variants = {f.name: m.group(1) for f in files if (m := _CPU_VARIANT_FILE.match(f.name))}
+    if not variants:
+        return exe  # one CPU backend linked in: nothing to choose
+    if variant not in variants.values():
+        print(f"warning: llmodel uses CPU variant {variant or '?'!r}, which {src} lacks; {exe.name} picks its own "
+              f"(not like for like)", file=sys.stderr)
+        return exe
+    dst = src.parent / f"{src.name}-cpu-{variant}"
+    dst.mkdir(exist_ok=True)
+    for f in dst.iterdir():  # a variant left by an older build
+        if f.name in variants and variants[f.name] != variant:
+            f.unlink()
+    for f in files:
+        if variants.get(f.name, variant) != variant:
+            continue
+        target = dst / f.name
+        if target.exists():
+            if os.path.samefile(f, target):
+                continue
+            target.unlink()
+        try:
+            os.link(f.resolve(), target)
+        except OSError:
+            shutil.copy2(f, target)
+    return dst / exe.name
 
 
 def worker(kind: str, python: str, a: argparse.Namespace, threads: int, env: Dict[str, str],
@@ -321,6 +387,8 @@ def main() -> int:
     threads = [int(t) for t in a.threads.split(",")]
     ours_env = dict(os.environ, GPT4ALL_LIBRARY=str(a.library),
                     PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "python"), os.environ.get("PYTHONPATH")])))
+    cpu_variant = llmodel_cpu_variant(a.library, ours_env)
+    a.llama_bench = pin_cpu_variant(a.llama_bench, cpu_variant)
     contenders: List[Tuple[str, str, str, Dict[str, str]]] = [("gpt4all", "gpt4all", sys.executable, ours_env)]
     for spec in a.peer:
         kind, _, python = spec.partition("=")
@@ -335,7 +403,7 @@ def main() -> int:
     failed: Dict[str, str] = {}
     results: Dict[str, Any] = {"machine": machine(), "model": a.model, "n_prompt": a.n_prompt, "n_gen": a.n_gen,
                                "reps": a.reps, "llama_bench": str(a.llama_bench), "library": str(a.library),
-                               "threads": {}}
+                               "cpu_variant": cpu_variant, "threads": {}}
     for t in threads:
         runs: Dict[str, List[Any]] = {"llama-bench pp": [], "llama-bench tg": [], "llama-bench rss": []}
         for name, *_ in contenders:
