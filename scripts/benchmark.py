@@ -16,7 +16,10 @@ Same CPU code too: in a build with every CPU variant, llmodel picks its
 variant itself (skipping sapphirerapids, whose AMX kernels die with SIGILL),
 while llama.cpp's tools would load the best-scoring one, sapphirerapids
 included. So the tools run from a folder beside bin/ (bin-cpu-<variant>/,
-hard links) that holds only the variant llmodel reports.
+hard links) that holds only the variant llmodel reports. (A --library built
+with one CPU backend linked in, next to tools built with every variant: the
+tools take the variant the llmodel beside them picks, and a warning says
+that this is not like for like.)
 
 Measured, per thread count:
   pp  prompt processing, tokens/s: a prompt of --n-prompt tokens, from an
@@ -612,14 +615,14 @@ def llama_batched_bench(exe: Path, model: str, threads: int, n_prompt: int, n_ge
 
 
 def measure_batched(a: argparse.Namespace, threads: List[int], env: Dict[str, str],
-                    cpu_variant: str) -> Dict[str, Any]:
+                    tools_variant: str) -> Dict[str, Any]:
     parallel = [int(p) for p in a.parallel.split(",")]
-    batched_bench = pin_cpu_variant(a.llama_batched_bench, cpu_variant)
+    batched_bench = pin_cpu_variant(a.llama_batched_bench, tools_variant)
     results: Dict[str, Any] = {"machine": machine(), "model": a.model, "n_prompt": a.n_prompt, "n_gen": a.n_gen,
                                "reps": a.reps, "parallel": parallel, "n_ctx": a.n_ctx, "n_batch": BATCHED_N_BATCH,
                                "n_ubatch": min(BATCHED_N_BATCH, 512), "target_ratio": BATCHED_TARGET,
                                "llama_batched_bench": str(batched_bench), "llama_bench": str(a.llama_bench),
-                               "library": str(a.library), "cpu_variant": cpu_variant, "threads": {}}
+                               "library": str(a.library), "tools_cpu_variant": tools_variant, "threads": {}}
     for t in threads:
         runs: Dict[str, List[Any]] = {"llama-batched-bench": [], "llama-bench": [], "gpt4all": []}
         for rep in range(a.reps):
@@ -796,10 +799,17 @@ def main() -> int:
     ours_env = dict(os.environ, GPT4ALL_LIBRARY=str(a.library),
                     PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "python"), os.environ.get("PYTHONPATH")])))
     cpu_variant = llmodel_cpu_variant(a.library, ours_env)
-    a.llama_bench = pin_cpu_variant(a.llama_bench, cpu_variant)
+    tools_variant = cpu_variant
+    if cpu_variant == "native" and a.library.resolve() != a.llama_bench.parent.resolve():
+        # gpt4all runs a build with one CPU backend linked in (--library), the tools a build with every variant:
+        # they take the one the llmodel beside them picks, and the difference is said
+        tools_variant = llmodel_cpu_variant(a.llama_bench.parent, ours_env) or cpu_variant
+        print(f"warning: {a.library} is a native-only build, {a.llama_bench.parent} has CPU variants: the llama "
+              f"tools run {tools_variant}, so the comparison is not like for like", file=sys.stderr)
+    a.llama_bench = pin_cpu_variant(a.llama_bench, tools_variant)
     if a.batched:
         a.n_ctx = a.n_ctx or max(2048, max(int(p) for p in a.parallel.split(",")) * (a.n_prompt + a.n_gen))
-        results = measure_batched(a, threads, ours_env, cpu_variant)
+        results = measure_batched(a, threads, ours_env, tools_variant)
         a.json.write_text(json.dumps(results, indent=2) + "\n")
         print_batched_table(results)
         print(f"\nfull results: {a.json}")
@@ -818,7 +828,7 @@ def main() -> int:
     failed: Dict[str, str] = {}
     results: Dict[str, Any] = {"machine": machine(), "model": a.model, "n_prompt": a.n_prompt, "n_gen": a.n_gen,
                                "reps": a.reps, "llama_bench": str(a.llama_bench), "library": str(a.library),
-                               "cpu_variant": cpu_variant, "threads": {}}
+                               "cpu_variant": cpu_variant, "tools_cpu_variant": tools_variant, "threads": {}}
     for t in threads:
         runs: Dict[str, List[Any]] = {"llama-bench pp": [], "llama-bench tg": [], "llama-bench rss": []}
         for name, *_ in contenders:
