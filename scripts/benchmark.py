@@ -327,7 +327,11 @@ def _llmodel_abi4() -> Any:
     ]
     for name, restype, argtypes in signatures:
         if name not in declared:
-            fn = getattr(lib, name)
+            try:
+                fn = getattr(lib, name)
+            except AttributeError:
+                raise SystemExit(f"{lib._name} says ABI 4 but lacks {name}(): is it built from a tree whose "
+                                 f"llmodel.h is ABI 4 and whose C++ is not yet?") from None
             fn.restype, fn.argtypes = restype, argtypes
 
     def check(status: int, what: str) -> None:  # on the thread that made the call: the message is per thread
