@@ -585,12 +585,17 @@ def llmodel_cpu_variant(library: Path, env: Dict[str, str]) -> str:
         return ""
 
 
+def cpu_variant_files(folder: Path) -> Dict[str, str]:
+    """The CPU backend variants in a build's folder: file name -> variant."""
+    return {f.name: m.group(1) for f in folder.iterdir() if f.is_file() and (m := _CPU_VARIANT_FILE.match(f.name))}
+
+
 def pin_cpu_variant(exe: Path, variant: str) -> Path:
     """exe, or the same program in a folder beside its own that holds only `variant`'s CPU backend (hard links;
     copies where links fail), so that llama.cpp's backend search finds what llmodel uses."""
     src = exe.parent
     files = [f for f in src.iterdir() if f.is_file()]
-    variants = {f.name: m.group(1) for f in files if (m := _CPU_VARIANT_FILE.match(f.name))}
+    variants = cpu_variant_files(src)
     if not variants:
         return exe  # one CPU backend linked in: nothing to choose
     if variant not in variants.values():
@@ -852,7 +857,7 @@ def main() -> int:
                     PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "python"), os.environ.get("PYTHONPATH")])))
     cpu_variant = llmodel_cpu_variant(a.library, ours_env)
     tools_variant = cpu_variant
-    if cpu_variant == "native" and a.library.resolve() != a.llama_bench.parent.resolve():
+    if cpu_variant == "native" and cpu_variant_files(a.llama_bench.parent):
         # gpt4all runs a build with one CPU backend linked in (--library), the tools a build with every variant:
         # they take the one the llmodel beside them picks, and the difference is said
         tools_variant = llmodel_cpu_variant(a.llama_bench.parent, ours_env) or cpu_variant
