@@ -39,11 +39,11 @@ gpt4all package, llama-cpp-python) when --peer names a Python that has them.
 aggregate generation speed of P conversations on ONE model generating at the
 same time (decoded together, one llama_decode per step), P = --parallel
 (1,2,4,8), against llama.cpp's llama-batched-bench from the same build, with
-the same model and threads. Both get the context llmodel makes: one KV cache
-pool shared by the sequences (kv_unified) of n_ctx = max(2048, P*(pp+tg))
-cells (--n-ctx) for up to max P sequences, n_batch 512, n_ubatch
+the same model and threads. Both get the context llmodel makes: a KV cache
+of its own for each sequence (not unified) of n_ctx cells (--n-ctx, default
+pp+tg rounded up to 256) for up to max P sequences, n_batch 512, n_ubatch
 min(n_batch, 512), flash attention auto: llama-batched-bench runs as
-`-c N -b 512 -ub 512 -kvu -fa auto -npp 128 -ntg 64 -npl 1,2,4,8 -t T`, in one
+`-c n_ctx*maxP -b 512 -ub 512 -fa auto -npp 128 -ntg 64 -npl 1,2,4,8 -t T`, in one
 process for every P, as gpt4all's worker loads its model once (n_parallel =
 max P). Its S_TG is P*tg over the time of its tg steps, each one decode of
 all P sequences, after every prompt was evaluated; it samples nothing (its
@@ -643,8 +643,10 @@ def llama_batched_bench(exe: Path, model: str, threads: int, n_prompt: int, n_ge
                         n_ctx: int) -> Tuple[Dict[str, Dict[str, Any]], float, Dict[str, Optional[str]]]:
     """One llama-batched-bench process over every P, set up as llmodel sets up its context: rows by P, its peak
     RSS, and what its log says about the CPU backend, flash attention and the KV cache."""
-    cmd = [str(exe), "-m", model, "-t", str(threads), "-c", str(n_ctx), "-b", str(BATCHED_N_BATCH),
-           "-ub", str(min(BATCHED_N_BATCH, 512)), "-kvu", "-fa", "auto", "-npp", str(n_prompt), "-ntg", str(n_gen),
+    # -c is the whole context: max P caches of n_ctx cells each, one per
+    # sequence (no -kvu), as llmodel's context has once it has grown to max P
+    cmd = [str(exe), "-m", model, "-t", str(threads), "-c", str(n_ctx * max(parallel)), "-b", str(BATCHED_N_BATCH),
+           "-ub", str(min(BATCHED_N_BATCH, 512)), "-fa", "auto", "-npp", str(n_prompt), "-ntg", str(n_gen),
            "-npl", ",".join(map(str, parallel)), "--output-format", "jsonl",
            "-lv", "4"]  # the load's log (nothing is logged while it measures)
     out, err, rss = run_measured(cmd, cwd=exe.parent)
@@ -744,7 +746,7 @@ def print_batched_table(results: Dict[str, Any]) -> None:
     m = results["machine"]
     target = results["target_ratio"]
     print(f"\n{Path(results['model']).name} on {m['cpu']} ({m['logical_cpus']} logical CPUs); P sequences at once, "
-          f"each pp{results['n_prompt']} then tg{results['n_gen']}; n_ctx {results['n_ctx']} (one unified KV pool), "
+          f"each pp{results['n_prompt']} then tg{results['n_gen']}; n_ctx {results['n_ctx']} per sequence (a cache each), "
           f"n_batch {results['n_batch']}, n_ubatch {results['n_ubatch']}; median of {results['reps']}")
     print(f"{'threads':>7} {'P':>3}  {'gpt4all':<9} {'tokens/s':>9} {'S_TG':>9} {'ratio':>6}   (aggregate generation "
           f"tokens/s; S_TG: llama-batched-bench's; ratio: median of per-repetition ratios, target {target})")
@@ -820,7 +822,7 @@ def main() -> int:
                     help="measure P conversations generating at once against llama-batched-bench instead")
     ap.add_argument("--parallel", default="1,2,4,8", help="with --batched: the P to measure (default 1,2,4,8)")
     ap.add_argument("--n-ctx", type=int, default=0,
-                    help="with --batched: context cells, the KV pool of both (default max(2048, P*(pp+tg)))")
+                    help="with --batched: one sequence's context (default pp+tg rounded up to 256)")
     ap.add_argument("--llama-batched-bench", type=Path, default=BENCH_BUILD / "bin" / "llama-batched-bench")
     ap.add_argument("--library", type=Path, default=BENCH_BUILD / "bin",
                     help="the llmodel build gpt4all uses (default: the one beside llama-bench)")
@@ -865,7 +867,7 @@ def main() -> int:
               f"tools run {tools_variant}, so the comparison is not like for like", file=sys.stderr)
     a.llama_bench = pin_cpu_variant(a.llama_bench, tools_variant)
     if a.batched:
-        a.n_ctx = a.n_ctx or max(2048, max(int(p) for p in a.parallel.split(",")) * (a.n_prompt + a.n_gen))
+        a.n_ctx = a.n_ctx or 256 * -(-(a.n_prompt + a.n_gen) // 256)  # one conversation's, as llama.cpp pads it
         results = measure_batched(a, threads, ours_env, tools_variant)
         results["contended"] = contended
         a.json.write_text(json.dumps(results, indent=2) + "\n")
