@@ -1,12 +1,14 @@
 // The engine: the sequences (a cache of n_ctx cells each), parking, growth,
 // and the steps that decode every running conversation together.
 //
-// A step has a leader: the first of the waiting callers to find no step
-// running. It waits a moment for the other running generations to hand in
-// their next token (they are usually busy in a callback for a few
-// microseconds), takes what is waiting into one batch, decodes it with one
-// llama_decode, samples each request's next token, and wakes their callers.
-// There is no thread of our own: callers take turns leading.
+// Every step runs on the model's engine thread: it waits a moment for the
+// running generations to hand in their next token (their callers are
+// usually busy in a callback for a few microseconds), takes what is waiting
+// into one batch, decodes it with one llama_decode, samples each request's
+// next token, and wakes their callers, whose callbacks run on their own
+// threads. One thread calls into ggml, so one thread team computes (with
+// OpenMP each calling thread has a team of its own, and teams spinning side
+// by side starve each other of cores).
 #include "engine.h"
 
 #include <algorithm>
@@ -36,20 +38,22 @@ bool abort_step(void *data) {
 
 llama_memory_t memory(const Engine &e) { return llama_get_memory(e.ctx); }
 
-// llama.cpp's saved state of one sequence names the number of sequences of
-// its context and has a (mostly empty) part for each: [n][0]*k[part][0]*rest
-// for sequence k. Rewritten for a context of to_n sequences as [to_n][part]
-// [0]*(to_n-1), which llama.cpp reads into whatever sequence it is given.
+// llama.cpp's saved state of one sequence, after an 8-byte head (a magic
+// number and the sequence), names the number of sequences of its context and
+// has a (mostly empty) part for each: [n][0]*k[part][0]*rest for sequence k.
+// Rewritten for a context of to_n sequences as [to_n][part][0]*(to_n-1),
+// which llama.cpp reads into whatever sequence it is given.
 // Empty when the state is not of that form (a model with two caches, like
 // one with sliding-window layers, writes two such sections).
 std::vector<uint8_t> restream(const std::vector<uint8_t> &blob, int32_t from_n, int32_t from_seq, int32_t to_n) {
-    const size_t u = sizeof(uint32_t);
-    const size_t lead = u + u * static_cast<size_t>(from_seq), trail = u * static_cast<size_t>(from_n - from_seq - 1);
+    const size_t u = sizeof(uint32_t), head = 2 * u;
+    const size_t lead = head + u + u * static_cast<size_t>(from_seq);
+    const size_t trail = u * static_cast<size_t>(from_n - from_seq - 1);
     if (blob.size() <= lead + trail) return {};
     uint32_t v;
-    std::memcpy(&v, blob.data(), u);
+    std::memcpy(&v, blob.data() + head, u);
     if (v != static_cast<uint32_t>(from_n)) return {};
-    for (size_t off = u; off < lead; off += u) {
+    for (size_t off = head + u; off < lead; off += u) {
         std::memcpy(&v, blob.data() + off, u);
         if (v != 0) return {};
     }
@@ -57,10 +61,11 @@ std::vector<uint8_t> restream(const std::vector<uint8_t> &blob, int32_t from_n, 
         std::memcpy(&v, blob.data() + off, u);
         if (v != 0) return {};
     }
-    std::vector<uint8_t> out(u + (blob.size() - lead - trail) + u * static_cast<size_t>(to_n - 1), 0);
+    std::vector<uint8_t> out(head + u + (blob.size() - lead - trail) + u * static_cast<size_t>(to_n - 1), 0);
+    std::memcpy(out.data(), blob.data(), head);
     v = static_cast<uint32_t>(to_n);
-    std::memcpy(out.data(), &v, u);
-    std::memcpy(out.data() + u, blob.data() + lead, blob.size() - lead - trail);
+    std::memcpy(out.data() + head, &v, u);
+    std::memcpy(out.data() + head + u, blob.data() + lead, blob.size() - lead - trail);
     return out;
 }
 
@@ -501,26 +506,22 @@ void end_generation(llmodel_conversation *c, Request *r) {
     e.cv.notify_all();
 }
 
-void run_step(Request &r) {
-    Engine &e = r.c->m->engine;
+namespace {
+
+// The engine thread's loop (see the top of this file).
+void engine_loop(llmodel_model *m) {
+    Engine &e = m->engine;
     std::unique_lock<std::mutex> lk(e.mu);
-    r.finished_step = false;
-    r.missed = false;
-    e.pending.push_back(&r);
-    e.cv.notify_all();
-    while (!r.finished_step) {
-        if (e.leading) {
-            e.cv.wait(lk);
-            continue;
-        }
-        e.leading = true;
+    for (;;) {
+        e.cv.wait(lk, [&] { return e.stop || !e.pending.empty(); });
+        if (e.stop) return;
         // wait briefly for the other running generations' next tokens
         const double window_ms = std::min(2.0, std::max(0.05, 0.1 * e.last_step_ms));
         const auto deadline = Clock::now() + std::chrono::microseconds(static_cast<int64_t>(window_ms * 1000));
         for (;;) {
             size_t expected = 0;
             for (const Request *a : e.active) expected += a->missed ? 0 : 1;
-            if (e.pending.size() >= expected) break;
+            if (e.pending.size() >= expected || e.stop) break;
             if (e.cv.wait_until(lk, deadline) == std::cv_status::timeout) {
                 for (Request *a : e.active) {
                     if (std::find(e.pending.begin(), e.pending.end(), a) == e.pending.end()) a->missed = true;
@@ -529,12 +530,13 @@ void run_step(Request &r) {
             }
         }
         e.cv.wait(lk, [&] { return !e.held; });
+        if (e.pending.empty()) continue;
         e.held = true;
-        std::vector<Request *> chosen = choose(e, &r);
+        std::vector<Request *> chosen = choose(e, e.pending.front());
         lk.unlock();
         const auto t0 = Clock::now();
         try {
-            decode_step(r.c->m, chosen);
+            decode_step(m, chosen);
         } catch (const std::bad_alloc &) {
             for (Request *q : chosen) fail_request(q, LLMODEL_ERR_OUT_OF_MEMORY, "out of memory");
         } catch (const std::exception &ex) {
@@ -544,9 +546,43 @@ void run_step(Request &r) {
         lk.lock();
         e.last_step_ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
         e.held = false;
-        e.leading = false;
         for (Request *q : chosen) q->finished_step = true;
         e.cv.notify_all();
+    }
+}
+
+} // namespace
+
+void run_step(Request &r) {
+    llmodel_model *m = r.c->m;
+    Engine &e = m->engine;
+    std::unique_lock<std::mutex> lk(e.mu);
+    if (!e.thread.joinable() && !e.stop) e.thread = std::thread(engine_loop, m);
+    r.finished_step = false;
+    r.missed = false;
+    e.pending.push_back(&r);
+    e.cv.notify_all();
+    e.cv.wait(lk, [&] { return r.finished_step || e.stop; });
+    if (!r.finished_step) { // the engine stopped: the model is being released
+        e.pending.erase(std::remove(e.pending.begin(), e.pending.end(), &r), e.pending.end());
+        r.outcome = Request::kCancelled;
+        r.n_taken = 0;
+    }
+}
+
+void stop_engine_thread(llmodel_model *m) {
+    Engine &e = m->engine;
+    {
+        std::lock_guard<std::mutex> lk(e.mu);
+        e.stop = true;
+        e.cv.notify_all();
+    }
+    if (e.thread.joinable()) {
+        if (e.thread.get_id() == std::this_thread::get_id()) {
+            e.thread.detach(); // cannot happen: the engine thread never releases the model
+        } else {
+            e.thread.join();
+        }
     }
 }
 

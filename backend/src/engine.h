@@ -64,9 +64,12 @@ llmodel_status begin_generation(llmodel_conversation *c, const std::vector<llama
 // Ends what begin_generation started.
 void end_generation(llmodel_conversation *c, Request *r);
 
-// Takes r into the next step and returns when that step is over (the caller
-// may become the step's leader); r's outcome says how it went.
+// Hands r to the engine thread for its next step and returns when that
+// step is over; r's outcome says how it went.
 void run_step(Request &r);
+
+// Stops the engine thread, if it runs, and waits for it (the model is being released).
+void stop_engine_thread(llmodel_model *m);
 
 // Forgets c's cache (engine held).
 void forget_conversation(llmodel_conversation *c);

@@ -23,6 +23,7 @@ void release_model(llmodel_model *m) {
     std::lock_guard<std::mutex> lk(m->life_mu);
     if (m->released) return;
     m->released = true;
+    stop_engine_thread(m); // no call is running: it is idle
     for (llmodel_embedder *em : m->embedders) release_embedder(em);
     Engine &e = m->engine;
     for (llmodel_conversation *&c : e.seq_owner) {

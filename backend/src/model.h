@@ -55,8 +55,8 @@ enum : int {
 // The engine: the one llama_context whose KV cache holds the sequences
 // (one cache of n_ctx cells each), and the scheduler that batches the
 // conversations' steps.
-// Whoever holds it (Engine::hold) may touch the context; the leader of a
-// step holds it for the step.
+// Whoever holds it (EngineHold) may touch the context; the engine thread
+// holds it for each step.
 struct Engine {
     llama_context *ctx = nullptr;
     int32_t n_seq = 1;       // sequences (each a cache of n_ctx) now
@@ -67,7 +67,8 @@ struct Engine {
     std::mutex mu;
     std::condition_variable cv;
     bool held = false;       // someone is using the context
-    bool leading = false;    // a thread is gathering or running a step
+    bool stop = false;       // the engine thread must end
+    std::thread thread;      // runs the steps (started with the first)
     std::vector<Request *> pending; // requests waiting for the next step
     std::vector<Request *> active;  // the generations in flight (expected in each step)
     int32_t n_active = 0;
