@@ -1,8 +1,7 @@
 // The engine: the sequences (a cache of n_ctx cells each), parking, growth,
 // and the steps that decode every running conversation together.
 //
-// While one generation runs alone, its steps run on its caller's thread.
-// Otherwise every step runs on the model's engine thread: it waits a moment for the
+// Every step runs on the model's engine thread: it waits a moment for the
 // running generations to hand in their next token (their callers are
 // usually busy in a callback for a few microseconds), takes what is waiting
 // into one batch, decodes it with one llama_decode, samples each request's
@@ -558,28 +557,6 @@ void run_step(Request &r) {
     llmodel_model *m = r.c->m;
     Engine &e = m->engine;
     std::unique_lock<std::mutex> lk(e.mu);
-    if (e.active.size() <= 1 && e.pending.empty() && !e.held && !e.stop) {
-        // the only generation running: its step runs right here, on the
-        // caller's thread (no hand-over to the engine thread and back)
-        e.held = true;
-        const size_t cap = r.max_chunk > 0 ? std::min<size_t>(static_cast<size_t>(r.max_chunk), r.n_todo) : r.n_todo;
-        r.n_taken = std::min<size_t>(cap, static_cast<size_t>(e.n_batch));
-        lk.unlock();
-        const std::vector<Request *> alone{&r};
-        try {
-            decode_step(m, alone);
-        } catch (...) {
-            lk.lock();
-            e.held = false;
-            e.cv.notify_all();
-            throw;
-        }
-        lk.lock();
-        e.held = false;
-        r.finished_step = true;
-        e.cv.notify_all();
-        return;
-    }
     if (!e.thread.joinable() && !e.stop) e.thread = std::thread(engine_loop, m);
     r.finished_step = false;
     r.missed = false;
