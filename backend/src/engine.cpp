@@ -600,9 +600,10 @@ void drop_conversation(llmodel_conversation *c) {
     c->seq = -1;
 }
 
-bool save_sequence(llmodel_conversation *c, std::vector<uint8_t> &out) {
+bool save_sequence(llmodel_conversation *c, std::vector<uint8_t> &out, int32_t *out_n_seq) {
     Engine &e = c->m->engine;
     out.clear();
+    *out_n_seq = 1;
     if (c->tokens.empty()) return true;
     std::vector<uint8_t> raw;
     int32_t n_seq = e.n_seq, seq = c->seq;
@@ -616,22 +617,33 @@ bool save_sequence(llmodel_conversation *c, std::vector<uint8_t> &out) {
         raw.resize(n ? llama_state_seq_get_data(e.ctx, raw.data(), n, c->seq) : 0);
     }
     if (raw.empty()) return false;
-    // saved for a context of one sequence, whatever this one has now
-    out = n_seq == 1 ? std::move(raw) : restream(raw, n_seq, seq, 1);
-    return !out.empty();
+    // saved as for a context of one sequence, whatever this one has now,
+    // when the state can be rewritten so; else as it is
+    out = n_seq == 1 ? raw : restream(raw, n_seq, seq, 1);
+    if (out.empty()) {
+        out = std::move(raw);
+        *out_n_seq = n_seq;
+    }
+    return true;
 }
 
-bool load_sequence(llmodel_conversation *c, const uint8_t *data, size_t size, std::vector<llama_token> tokens) {
+bool load_sequence(llmodel_conversation *c, const uint8_t *data, size_t size, int32_t n_seq,
+                   std::vector<llama_token> tokens) {
     Engine &e = c->m->engine;
     forget_conversation(c);
     if (tokens.empty()) return true;
-    std::vector<uint8_t> state(data, data + size); // saved for one sequence
-    if (e.n_seq != 1) state = restream(state, 1, 0, e.n_seq);
-    if (state.empty()) return false;
+    std::vector<uint8_t> state(data, data + size);
+    if (n_seq != e.n_seq) state = n_seq == 1 ? restream(state, 1, 0, e.n_seq) : std::vector<uint8_t>();
+    if (state.empty()) {
+        fail(LLMODEL_ERR_INVALID_ARGUMENT, "this state was saved while the model had caches for " +
+                                               std::to_string(n_seq) + " conversations at once and this model's "
+                                               "cache cannot be rewritten for " + std::to_string(e.n_seq));
+        return false;
+    }
     if (c->seq < 0) { // checked as it is restored; a state that does not fit is then evaluated again
         c->parked = std::move(state);
         c->parked_n_seq = e.n_seq;
-        c->parked_seq = 0;
+        c->parked_seq = 0; // read into whatever sequence it is given
         c->tokens = std::move(tokens);
         return true;
     }

@@ -78,9 +78,13 @@ void forget_conversation(llmodel_conversation *c);
 void drop_conversation(llmodel_conversation *c);
 
 // Copies c's cache into out (the llama.cpp sequence state; engine held).
-bool save_sequence(llmodel_conversation *c, std::vector<uint8_t> &out);
+// *out_n_seq: the sequences of the context the state is for (1 when it
+// could be rewritten so: then it loads into any).
+bool save_sequence(llmodel_conversation *c, std::vector<uint8_t> &out, int32_t *out_n_seq);
 
 // Replaces c's cache by a saved one (engine held); false if it does not fit.
-bool load_sequence(llmodel_conversation *c, const uint8_t *data, size_t size, std::vector<llama_token> tokens);
+// n_seq: as save_sequence gave it. False, with the message recorded when it is ours, if it does not load.
+bool load_sequence(llmodel_conversation *c, const uint8_t *data, size_t size, int32_t n_seq,
+                   std::vector<llama_token> tokens);
 
 } // namespace llmodel

@@ -38,6 +38,13 @@ struct llmodel_stream {
 
 namespace llmodel {
 
+llmodel_status check_no_stream(const llmodel_conversation *c) {
+    if (c->stream) {
+        return fail(LLMODEL_ERR_BUSY, "a stream is open on this conversation; end it with llmodel_stream_end first");
+    }
+    return LLMODEL_OK;
+}
+
 void detach_stream(llmodel_stream *g) {
     if (g->c && g->begun) end_generation(g->c, &g->req);
     g->begun = false;
@@ -242,14 +249,6 @@ llmodel_status check_file_unchanged(const llmodel_model *m) {
         return fail(LLMODEL_ERR_INVALID_FILE, "the model file " + m->path + " changed on disk since it was loaded "
                                               "(it is memory-mapped, so it must not change): load it again, or load "
                                               "with use_mmap=false to keep a private copy in memory");
-    }
-    return LLMODEL_OK;
-}
-
-// Calls that change the cache wait for an open stream to end.
-llmodel_status check_no_stream(const llmodel_conversation *c) {
-    if (c->stream) {
-        return fail(LLMODEL_ERR_BUSY, "a stream is open on this conversation; end it with llmodel_stream_end first");
     }
     return LLMODEL_OK;
 }

@@ -9,4 +9,8 @@ namespace llmodel {
 // which is going away (the stream's later calls fail with LLMODEL_ERR_CLOSED).
 void detach_stream(llmodel_stream *stream);
 
+// Calls that change a conversation's cache wait for its open stream to end:
+// LLMODEL_ERR_BUSY while one is open.
+llmodel_status check_no_stream(const llmodel_conversation *c);
+
 } // namespace llmodel

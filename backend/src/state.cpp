@@ -1,6 +1,7 @@
 // A conversation's state: forgetting it, its cached tokens, saving and
 // restoring it; and the model's thread count.
 #include "engine.h"
+#include "generate.h"
 #include "model.h"
 
 #include <cstring>
@@ -11,17 +12,11 @@ using namespace llmodel;
 
 namespace {
 
-// Saved state: magic, format version, token count, tokens, the llama.cpp
-// state of the conversation's sequence.
+// Saved state: magic, format version, token count, the sequences of the
+// context the llama.cpp state is for, tokens, the llama.cpp state of the
+// conversation's sequence.
 const uint32_t kStateMagic = 0x534d4c4c; // "LLMS"
 const uint32_t kStateVersion = 2;        // 1 (ABI 3) held the whole context
-
-llmodel_status check_no_stream(const llmodel_conversation *c) {
-    if (c->stream) {
-        return fail(LLMODEL_ERR_BUSY, "a stream is open on this conversation; end it with llmodel_stream_end first");
-    }
-    return LLMODEL_OK;
-}
 
 llmodel_status reset(llmodel_conversation *c) {
     return conversation_entry(c, [&]() -> llmodel_status {
@@ -47,8 +42,10 @@ llmodel_status cached_tokens(llmodel_conversation *c, llmodel_token *tokens, siz
 // The saved form of c's state (engine held).
 llmodel_status saved_state(llmodel_conversation *c, std::vector<uint8_t> &out) {
     std::vector<uint8_t> seq;
-    if (!save_sequence(c, seq)) return fail(LLMODEL_ERR_INTERNAL, "llama.cpp could not save the conversation's cache");
-    const uint32_t header[3] = {kStateMagic, kStateVersion, static_cast<uint32_t>(c->tokens.size())};
+    int32_t n_seq = 1;
+    if (!save_sequence(c, seq, &n_seq)) return fail(LLMODEL_ERR_INTERNAL, "llama.cpp could not save the conversation's cache");
+    const uint32_t header[4] = {kStateMagic, kStateVersion, static_cast<uint32_t>(c->tokens.size()),
+                                static_cast<uint32_t>(n_seq)};
     out.resize(sizeof header + c->tokens.size() * sizeof(llama_token) + seq.size());
     std::memcpy(out.data(), header, sizeof header);
     std::memcpy(out.data() + sizeof header, c->tokens.data(), c->tokens.size() * sizeof(llama_token));
@@ -86,10 +83,11 @@ llmodel_status state_load(llmodel_conversation *c, const void *buf, size_t buf_s
         LLMODEL_REQUIRE(buf, "buf is NULL");
         if (llmodel_status s = check_no_stream(c)) return s;
         const uint8_t *p = static_cast<const uint8_t *>(buf);
-        uint32_t header[3];
+        uint32_t header[4];
         LLMODEL_REQUIRE(buf_size >= sizeof header, "state buffer too short");
         std::memcpy(header, p, sizeof header);
         LLMODEL_REQUIRE(header[0] == kStateMagic && header[1] == kStateVersion, "not a saved llmodel state");
+        LLMODEL_REQUIRE(header[3] >= 1 && header[3] <= LLMODEL_MAX_PARALLEL, "not a saved llmodel state");
         const size_t head = sizeof header + static_cast<size_t>(header[2]) * sizeof(llama_token);
         LLMODEL_REQUIRE(header[2] <= static_cast<uint32_t>(c->m->n_ctx) && buf_size >= head &&
                             (header[2] == 0 || buf_size > head),
@@ -100,7 +98,9 @@ llmodel_status state_load(llmodel_conversation *c, const void *buf, size_t buf_s
         for (llama_token t : tokens) LLMODEL_REQUIRE(t >= 0 && t < n_vocab, "state holds a token not in this model's vocabulary");
         EngineHold hold(c->m);
         LogCapture capture;
-        if (!load_sequence(c, p + head, buf_size - head, std::move(tokens))) {
+        clear_error();
+        if (!load_sequence(c, p + head, buf_size - head, static_cast<int32_t>(header[3]), std::move(tokens))) {
+            if (*llmodel_last_error()) return LLMODEL_ERR_INVALID_ARGUMENT;
             return fail(LLMODEL_ERR_INVALID_ARGUMENT, "state does not match this model: " + last_lines(capture.text()));
         }
         return LLMODEL_OK;

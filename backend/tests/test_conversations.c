@@ -310,6 +310,25 @@ static void test_parking_and_growth(const char *path) {
     run_job(&j[2]);
     CHECK(j[2].status == LLMODEL_OK && j[2].res.n_reused >= 4, "a cache parked before the growth came back with %d",
           j[2].res.n_reused);
+    /* a state saved from a context of two sequences loads into a new conversation */
+    {
+        size_t size = 0, n = 0;
+        void *buf;
+        llmodel_conversation *copy = new_conv(m);
+        CHECK(llmodel_conversation_state_size(c[0], &size) == LLMODEL_OK && size > 0, "state size: %s",
+              llmodel_last_error());
+        buf = malloc(size);
+        CHECK(llmodel_conversation_state_save(c[0], buf, size, &n) == LLMODEL_OK, "save: %s", llmodel_last_error());
+        CHECK(llmodel_conversation_state_load(copy, buf, n) == LLMODEL_OK, "load: %s", llmodel_last_error());
+        j[3].conv = copy;
+        j[3].prompt = text[0];
+        run_job(&j[3]);
+        CHECK(j[3].status == LLMODEL_OK && j[3].res.n_reused >= 4, "the loaded state gave %d reused tokens",
+              j[3].res.n_reused);
+        j[3].conv = c[3];
+        free(buf);
+        llmodel_conversation_free(copy);
+    }
     for (i = 0; i < 4; ++i) llmodel_conversation_free(c[i]);
     llmodel_model_free(m);
 
