@@ -853,7 +853,10 @@ def main() -> int:
     if a.batched and a.peer:
         sys.exit("--batched measures gpt4all alone: leave out --peer")
     a.json = a.json or ROOT / ("benchmark-batched.json" if a.batched else "benchmark.json")
-    a.model = a.model or default_model()
+    a.model = str(Path(a.model).resolve()) if a.model else default_model()
+    # absolute: the llama tools run in their own folder
+    a.llama_bench, a.llama_batched_bench, a.library = (a.llama_bench.resolve(), a.llama_batched_bench.resolve(),
+                                                       a.library.resolve())
     threads = [int(t) for t in a.threads.split(",")]
     ours_env = dict(os.environ, GPT4ALL_LIBRARY=str(a.library),
                     PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "python"), os.environ.get("PYTHONPATH")])))
