@@ -125,6 +125,14 @@ def test_one_cancelled_conversation_does_not_disturb_the_others(model):
         c.close()
 
 
+@pytest.mark.parametrize("n_parallel", [0, 65, -1, 2**40, 1.5, "8"])
+def test_a_bad_n_parallel_is_refused_by_name(smollm2_path, n_parallel):
+    from gpt4all.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="n_parallel"):
+        GPT4All(smollm2_path.name, model_path=smollm2_path.parent, allow_download=False, n_parallel=n_parallel)
+
+
 def test_closing_the_model_with_live_conversations(smollm2_path):
     m = GPT4All(smollm2_path.name, model_path=smollm2_path.parent, allow_download=False, n_ctx=512)
     started = threading.Barrier(4)

@@ -481,7 +481,6 @@ llmodel_status begin_generation(llmodel_conversation *c, const std::vector<llama
         e.held = false;
         if (s != LLMODEL_OK || placed) {
             if (placed) {
-                ++e.n_active;
                 r->missed = false;
                 e.active.push_back(r);
             }
@@ -501,7 +500,6 @@ void end_generation(llmodel_conversation *c, Request *r) {
     if (!c->running) return;
     c->running = false;
     c->last_used = ++e.clock;
-    --e.n_active;
     e.active.erase(std::remove(e.active.begin(), e.active.end(), r), e.active.end());
     e.cv.notify_all();
 }

@@ -71,10 +71,8 @@ struct Engine {
     std::thread thread;      // runs the steps (started with the first)
     std::vector<Request *> pending; // requests waiting for the next step
     std::vector<Request *> active;  // the generations in flight (expected in each step)
-    int32_t n_active = 0;
     uint64_t clock = 0;
     double last_step_ms = 0;
-    std::chrono::steady_clock::time_point last_step_end{};
     const std::vector<Request *> *stepping = nullptr; // the batch being decoded
 };
 
