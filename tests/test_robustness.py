@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import run_python
-from gpt4all import GPT4All, InvalidArgumentError, InvalidModelError, ModelClosedError
+from gpt4all import GPT4All, InvalidArgumentError, ModelClosedError
 
 PROMPT = "The capital of France is"
 

@@ -10,13 +10,14 @@ from .errors import (BackendError, CancellationError, ChatTemplateError, Context
                      InternalError, InvalidArgumentError, InvalidModelError, LibraryNotFoundError, ModelBusyError,
                      ModelClosedError, ModelNotFoundError, NativeError, NoDeviceError, OutOfMemoryError,
                      UnsupportedModelError)
+from .embeddings import Embed4All
 from .gpt4all import GPT4All
 
 if TYPE_CHECKING:
     from .errors import DownloadError
 
 __all__ = [
-    "GPT4All", "__version__", "GPT4AllError", "InvalidArgumentError", "ModelNotFoundError", "InvalidModelError",
+    "GPT4All", "Embed4All", "__version__", "GPT4AllError", "InvalidArgumentError", "ModelNotFoundError", "InvalidModelError",
     "UnsupportedModelError", "ContextOverflowError", "NoDeviceError", "ModelClosedError", "NativeError",
     "ModelBusyError", "OutOfMemoryError", "BackendError", "InternalError", "LibraryNotFoundError", "DownloadError",
     "CancellationError", "ChatTemplateError",

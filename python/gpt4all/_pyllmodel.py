@@ -386,6 +386,35 @@ class LLModel:
                 return buf.raw[: n.value].decode("utf-8", "replace")
         raise errors.NativeError("detokenization did not converge")
 
+    def meta(self, key: str) -> Optional[str]:
+        """One metadata value of the model file as text, or None if absent."""
+        with self._using() as h:
+            cap = 256
+            for _ in range(2):
+                buf = ctypes.create_string_buffer(cap)
+                n = c_size_t()
+                status = self._lib.llmodel_model_meta(h, key.encode(), buf, cap, byref(n))
+                if status == native.ERR_BUFFER_TOO_SMALL:
+                    cap = n.value + 1
+                    continue
+                if status != native.OK:
+                    return None
+                return buf.raw[: n.value].decode("utf-8", "replace")
+        return None
+
+    def token_bytes(self, token: int, render_special: bool = True) -> bytes:
+        """The raw bytes of one token as the vocabulary stores it (possibly
+        part of a UTF-8 character)."""
+        with self._using() as h:
+            buf = ctypes.create_string_buffer(64)
+            n = c_size_t()
+            status = self._lib.llmodel_token_to_piece(h, token, render_special, buf, len(buf), byref(n))
+            if status == native.ERR_BUFFER_TOO_SMALL:
+                buf = ctypes.create_string_buffer(n.value)
+                status = self._lib.llmodel_token_to_piece(h, token, render_special, buf, len(buf), byref(n))
+            native.check(status)
+            return buf.raw[: n.value]
+
     def token_text(self, token: Optional[int]) -> str:
         """The text of one special token such as BOS ("" for None)."""
         if token is None:
@@ -805,3 +834,108 @@ class TokenStream:
 
 __all__ = ["LLModel", "Conversation", "TokenStream", "ModelInfo", "GenerationStats", "Device", "list_devices",
            "cpu_variant", "physical_cores"]
+
+
+def _free_embedder(lib: ctypes.CDLL, handle: "ctypes._Pointer") -> None:
+    if not _exiting:
+        lib.llmodel_embedder_free(handle)
+
+
+POOLINGS = {"mean": native.POOLING_MEAN, "cls": native.POOLING_CLS, "last": native.POOLING_LAST}
+
+
+@dataclass(frozen=True)
+class EmbedderInfo:
+    n_embd: int  #: floats per vector
+    n_ctx: int  #: the most tokens of one text
+    pooling: str  #: ``"mean"``, ``"cls"`` or ``"last"``
+    causal: bool  #: whether the model's attention is causal
+
+
+class Embedder:
+    """An embedding context on a model (the weights are shared with it):
+    turns token lists into one vector each, several texts per engine step.
+
+    Args:
+        model: the loaded model.
+        n_ctx: the most tokens of one text; 0: the model's training context
+            (at most 8192).
+        n_batch: the most tokens of one step; 0: ``n_ctx``.
+        n_seq_max: the most texts of one step.
+        pooling: ``None`` (as the model says), ``"mean"``, ``"cls"`` or ``"last"``.
+        normalize: scale each vector to length 1.
+    """
+
+    def __init__(self, model: LLModel, *, n_ctx: int = 0, n_batch: int = 0, n_seq_max: int = 8,
+                 pooling: Optional[str] = None, normalize: bool = True):
+        check_int("n_ctx", n_ctx, 0)
+        check_int("n_batch", n_batch, 0)
+        check_int("n_seq_max", n_seq_max, 1, native.MAX_PARALLEL)
+        if pooling is not None and pooling not in POOLINGS:
+            raise errors.InvalidArgumentError(f"pooling must be None or one of {sorted(POOLINGS)}, got {pooling!r}")
+        self._model = model
+        self._lib = lib = model._lib
+        p = lib.llmodel_embedder_default_params()
+        p.n_ctx, p.n_batch, p.n_seq_max, p.normalize = n_ctx, n_batch, n_seq_max, bool(normalize)
+        p.pooling = native.POOLING_MODEL if pooling is None else POOLINGS[pooling]
+        handle = native.EmbedderPtr()
+        with model._using() as h:
+            native.check(lib.llmodel_embedder_new(h, byref(p), byref(handle)))
+        self._handle: Optional["ctypes._Pointer"] = handle
+        self._finalizer = weakref.finalize(self, _free_embedder, lib, handle)
+        self._finalizer.atexit = False
+        self._lock = threading.Lock()
+        i = native.EmbedderInfo()
+        native.check(lib.llmodel_embedder_get_info(handle, byref(i)))
+        names = {v: k for k, v in POOLINGS.items()}
+        self.info = EmbedderInfo(i.n_embd, i.n_ctx, names.get(i.pooling, "mean"), bool(i.causal))
+        self.n_batch = n_batch or i.n_ctx
+        self.n_seq_max = n_seq_max
+
+    @property
+    def closed(self) -> bool:
+        return self._handle is None or self._model.closed
+
+    def close(self) -> None:
+        """Frees the embedding context. Safe to call more than once."""
+        with self._lock:
+            if self._handle is not None:
+                self._handle = None
+                self._finalizer()
+
+    def embed_tokens(self, texts: Sequence[Sequence[int]],
+                     on_progress: Optional[ProgressCallback] = None) -> List[List[float]]:
+        """One vector per token list (each at most ``info.n_ctx`` tokens).
+
+        ``on_progress(n_done, n_total)`` is called after each engine step;
+        returning False raises ``CancellationError``, and so does
+        ``model.cancel()`` or Ctrl-C.
+        """
+        n = len(texts)
+        if n == 0:
+            return []
+        d = self.info.n_embd
+        arrays = [(c_int32 * len(t))(*t) for t in texts]
+        ptrs = (ctypes.POINTER(c_int32) * n)(*(ctypes.cast(a, ctypes.POINTER(c_int32)) for a in arrays))
+        sizes = (c_size_t * n)(*(len(t) for t in texts))
+        out = (ctypes.c_float * (n * d))()
+        failure: List[BaseException] = []
+        c_progress = _progress_callback(on_progress, failure)  # referenced until the call returns
+        with self._lock, self._model._using():
+            if self._handle is None:
+                raise errors.ModelClosedError("the embedder is closed")
+            with cancel_on_interrupt(self._model.cancel):
+                status = self._lib.llmodel_embed_tokens(self._handle, ptrs, sizes, n, out, n * d, c_progress,
+                                                        None)
+        _freeze_if_exiting(self._model)
+        if failure:
+            raise failure[0]
+        native.check(status)
+        flat = memoryview(out).cast("B").cast("f").tolist()
+        return [flat[i * d:(i + 1) * d] for i in range(n)]
+
+    def __enter__(self) -> "Embedder":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
