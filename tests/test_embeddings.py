@@ -246,3 +246,17 @@ def test_spec_lookup_by_file_or_metadata_name():
     assert emb.find_spec("nomic-embed-text-v1.f16.gguf")[0] == "nomic-embed-text-v1"
     assert emb.find_spec("MiniLM L6 H384 Uncased", "all-MiniLM-L6-v2.gguf2.f16.gguf")[0] == "all-MiniLM-L6-v2"
     assert emb.find_spec("some-other-model.gguf") == (None, None)
+
+
+def test_f32_weights_give_the_same_vectors(minilm_path, tmp_path, monkeypatch):
+    """Embed4All holds the F16 weights as F32 (faster products on the CPU);
+    the vectors agree with the F16 weights', and the copy leaves no file."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    texts = TEXTS[:20] + [LONG]
+    with Embed4All(minilm_path.name, model_path=minilm_path.parent, allow_download=False, f32_weights=False) as f16:
+        narrow = f16.embed(texts)
+    with Embed4All(minilm_path.name, model_path=minilm_path.parent, allow_download=False) as f32:
+        assert f32.gpt4all.model.info.size_bytes > 1.8 * f16.gpt4all.model.info.size_bytes
+        wide = f32.embed(texts)
+    assert all(cos(a, b) > 0.99999 for a, b in zip(narrow, wide))
+    assert list(tmp_path.iterdir()) == []

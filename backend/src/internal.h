@@ -3,6 +3,7 @@
 
 #include "llmodel.h"
 
+#include <cstdio>
 #include <string>
 
 #include "ggml-backend.h"
@@ -57,6 +58,22 @@ struct ModelFileFacts {
 // GGUF file, and has nothing llama.cpp would abort the process on (see
 // model_check.cpp). Records the failure and returns its status, or LLMODEL_OK.
 llmodel_status check_model_file(const char *path, ModelFileFacts *facts = nullptr);
+
+// A copy of a GGUF file with its F16 and BF16 tensors widened to F32 (see
+// upcast.cpp), alive as long as this object: load it from load_path.
+struct F32Copy {
+    std::string load_path;
+    std::string temp_path; // a file to remove, where no memory file could be made
+    FILE *file = nullptr;
+    bool any = false;      // false: the file has no F16/BF16 tensor; load the original
+    F32Copy() = default;
+    F32Copy(const F32Copy &) = delete;
+    F32Copy &operator=(const F32Copy &) = delete;
+    ~F32Copy();
+};
+
+// Writes the copy (only when the file has F16 or BF16 tensors).
+llmodel_status make_f32_copy(const char *path, F32Copy *out);
 
 // The end of a captured log, trimmed, for an error message.
 std::string last_lines(const std::string &log);

@@ -89,6 +89,7 @@ LLMODEL_API llmodel_load_params llmodel_load_default_params(void) {
     p.device = nullptr;
     p.use_mmap = true;
     p.n_parallel = 8;
+    p.f32_weights = false;
     return p;
 }
 
@@ -119,9 +120,14 @@ LLMODEL_API llmodel_status llmodel_model_load(const char *path, const llmodel_lo
         mp.devices = devs; // {NULL}: the CPU alone
         mp.n_gpu_layers = gpu ? p.n_gpu_layers : 0;
         mp.load_mode = p.use_mmap && facts.mmap_aligned ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
+        F32Copy wide; // lives until the weights are read from it
+        if (p.f32_weights && !gpu) {
+            if (llmodel_status s = make_f32_copy(path, &wide)) return s;
+            if (wide.any) mp.load_mode = LLAMA_LOAD_MODE_NONE;
+        }
         {
             LogCapture capture;
-            m->model = llama_model_load_from_file(path, mp);
+            m->model = llama_model_load_from_file(wide.any ? wide.load_path.c_str() : path, mp);
             if (!m->model) {
                 std::string log = capture.text();
                 std::string why = last_lines(log);

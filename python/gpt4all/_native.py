@@ -18,7 +18,7 @@ from typing import Any, List, Optional
 
 from . import errors
 
-ABI_VERSION = 4
+ABI_VERSION = 5
 LIBRARY_ENV = "GPT4ALL_LIBRARY"  # a path to the llmodel library, or to its folder
 
 TOKEN_NONE = -1
@@ -83,6 +83,7 @@ class LoadParams(Structure):
         ("device", c_char_p),
         ("use_mmap", c_bool),
         ("n_parallel", c_int32),
+        ("f32_weights", c_bool),
     ]
 
 

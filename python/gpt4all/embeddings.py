@@ -101,6 +101,7 @@ class Embed4All:
         from .gpt4all import GPT4All
 
         kwargs.setdefault("n_parallel", 1)  # generation is not what this model is for
+        kwargs.setdefault("f32_weights", True)  # faster products on the CPU (see GPT4All); small models
         self.gpt4all: "GPT4All" = GPT4All(model_name or self.DEFAULT_MODEL_NAME, n_threads=n_threads,
                                           device=device, **kwargs)
         model = self.gpt4all.model
