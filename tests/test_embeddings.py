@@ -260,3 +260,70 @@ def test_f32_weights_give_the_same_vectors(minilm_path, tmp_path, monkeypatch):
         wide = f32.embed(texts)
     assert all(cos(a, b) > 0.99999 for a, b in zip(narrow, wide))
     assert list(tmp_path.iterdir()) == []
+
+
+def embed_child(minilm_path, body: str) -> str:
+    import textwrap
+
+    return textwrap.dedent(f"""
+        import gc, json, sys, time
+        from gpt4all import Embed4All
+        e = Embed4All({minilm_path.name!r}, model_path={str(minilm_path.parent)!r}, allow_download=False)
+    """) + textwrap.dedent(body)
+
+
+def test_ctrl_c_during_embedding_raises_at_once_and_the_embedder_stays_usable(minilm_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    body = """
+        texts = [f"sentence number {i} about nothing in particular, padded with words" for i in range(20000)]
+        print("embedding", flush=True)
+        try:
+            e.embed(texts)
+            print("not interrupted")
+        except KeyboardInterrupt:
+            print("interrupted", time.monotonic())
+        print("after:", len(e.embed("still works")))
+    """
+    child = subprocess.Popen([sys.executable, "-c", embed_child(minilm_path, body)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "embedding"
+        time.sleep(1.0)
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 0 and err == "", err
+    lines = out.splitlines()
+    assert lines[0].startswith("interrupted"), out
+    assert float(lines[0].split()[1]) - sent < 0.5
+    assert lines[1] == "after: 384"
+
+
+@pytest.mark.parametrize("ending", ["exit", "gc"])
+def test_exit_or_gc_with_a_live_embedder_is_clean(minilm_path, ending):
+    from conftest import run_python
+
+    body = 'v = e.embed(["a", "b"])\n'
+    if ending == "gc":
+        body += "cycle = [e]\ncycle.append(cycle)\ndel e, cycle\ngc.collect()\nprint('ok')\n"
+    r = run_python(embed_child(minilm_path, body))
+    assert r.returncode == 0 and r.stderr == "", (r.returncode, r.stderr)
+
+
+def test_a_text_longer_than_a_step_takes_a_step_of_its_own(embedder):
+    from gpt4all._pyllmodel import Embedder
+
+    texts = [t for t in TEXTS if t != LONG][:30] + [TEXTS[REFERENCE["n_tokens"].index(max(
+        n for n in REFERENCE["n_tokens"] if n <= 510))]]
+    tokens = [[101, *embedder._tokenize(t), 102] for t in texts]
+    assert max(map(len, tokens)) > 200
+    with Embedder(embedder.gpt4all.model, n_ctx=512, n_batch=64) as small_steps:
+        got = small_steps.embed_tokens(tokens)
+    expected = embedder.embed(texts)
+    assert all(cos(a, b) > 0.99999 for a, b in zip(got, expected))

@@ -540,9 +540,12 @@ typedef struct llmodel_embedder_params {
     int32_t pooling;   /* an llmodel_pooling value */
     int32_t n_ctx;     /* the most tokens of one text; 0: the model's training
                           context, at most 8192 */
-    int32_t n_batch;   /* the most tokens evaluated in one step (several texts
-                          share a step); 0: n_ctx. At least n_ctx for models
-                          whose attention is not causal (BERT and its kin). */
+    int32_t n_batch;   /* the most tokens of the texts packed into one step;
+                          a text longer than this takes a step of its own;
+                          0: n_ctx. Smaller steps waste less attention on
+                          pairs of tokens from different texts (for models
+                          whose attention is not causal), larger ones make
+                          the matrix products more efficient. */
     int32_t n_seq_max; /* the most texts in one step (1 to LLMODEL_MAX_PARALLEL) */
     bool normalize;    /* scale each vector to length 1 (L2) */
 } llmodel_embedder_params;

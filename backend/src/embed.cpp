@@ -17,7 +17,8 @@ struct llmodel_embedder {
     llmodel_embedder_params p{};
     int32_t n_embd = 0;
     int32_t n_ctx = 0;
-    int32_t n_batch = 0;
+    int32_t n_batch = 0; // tokens of one ubatch: a whole text always fits
+    int32_t step = 0;    // tokens of several texts packed into one step
     llmodel_pooling pooling = LLMODEL_POOLING_MEAN;
     bool causal = true;
     bool encoder_only = false;
@@ -126,12 +127,8 @@ LLMODEL_API llmodel_status llmodel_embedder_new(llmodel_model *model, const llmo
         em->n_ctx = p.n_ctx > 0 ? p.n_ctx : std::min(llama_model_n_ctx_train(lm), 8192);
         em->causal = meta_bool(lm, model->arch + ".attention.causal", true);
         em->encoder_only = llama_model_has_encoder(lm) && !llama_model_has_decoder(lm);
-        em->n_batch = p.n_batch > 0 ? p.n_batch : em->n_ctx;
-        if (!em->causal && em->n_batch < em->n_ctx) {
-            return fail(LLMODEL_ERR_INVALID_ARGUMENT, "this model's attention is not causal: a text must fit in one "
-                                                      "step, so n_batch must be at least n_ctx (" +
-                                                          std::to_string(em->n_ctx) + ")");
-        }
+        em->step = p.n_batch > 0 ? p.n_batch : em->n_ctx;
+        em->n_batch = std::max(em->step, em->n_ctx);
         if (p.pooling != LLMODEL_POOLING_MODEL) {
             em->pooling = static_cast<llmodel_pooling>(p.pooling);
         } else {
@@ -244,8 +241,9 @@ LLMODEL_API llmodel_status llmodel_embed_tokens(llmodel_embedder *embedder, cons
             // pack texts into one step
             size_t first = next;
             b.n_tokens = 0;
+            // (a text longer than a step's budget takes a step of its own)
             while (next < n_texts && static_cast<int32_t>(next - first) < em->p.n_seq_max &&
-                   b.n_tokens + static_cast<int32_t>(n_tokens[next]) <= em->n_batch) {
+                   (b.n_tokens == 0 || b.n_tokens + static_cast<int32_t>(n_tokens[next]) <= em->step)) {
                 const llama_seq_id seq = static_cast<llama_seq_id>(next - first);
                 for (size_t k = 0; k < n_tokens[next]; ++k) {
                     const int32_t j = b.n_tokens++;
