@@ -71,7 +71,7 @@ def test_wheel_repaired_installs_without_a_compiler_and_generates(tmp_path, smol
     assert "-py3-none-manylinux_" in repaired.name, repaired.name
     with zipfile.ZipFile(repaired) as zf:
         names = zf.namelist()
-    for member in ("gpt4all/py.typed", "gpt4all/models.json", "gpt4all/lib/libllmodel.so",
+    for member in ("gpt4all/py.typed", "gpt4all/models.json", "gpt4all/chat.html", "gpt4all/lib/libllmodel.so",
                    "gpt4all/lib/libllama.so", "gpt4all/lib/libggml-base.so", "gpt4all/lib/libggml-cpu-x64.so",
                    "gpt4all/lib/libggml-cpu-haswell.so", "gpt4all/lib/LICENSE.llama.cpp"):
         assert member in names, member

@@ -601,6 +601,22 @@ class Conversation:
                 native.check(status)
             return int(n.value)
 
+    def cached_tokens(self) -> List[int]:
+        """The token ids held in this conversation's cache, in order."""
+        with self._lock, self._model._using():
+            for _ in range(3):
+                n = c_size_t()
+                status = self._lib.llmodel_conversation_cached_tokens(self._h(), None, 0, byref(n))
+                if status not in (native.OK, native.ERR_BUFFER_TOO_SMALL):
+                    native.check(status)
+                buf = (c_int32 * max(int(n.value), 1))()
+                status = self._lib.llmodel_conversation_cached_tokens(self._h(), buf, len(buf), byref(n))
+                if status == native.OK:
+                    return list(buf[: n.value])
+                if status != native.ERR_BUFFER_TOO_SMALL:
+                    native.check(status)
+        raise errors.NativeError("the cache changed while it was read")
+
     def reset(self) -> None:
         """Forgets the cached context."""
         with self._lock, self._model._using():
