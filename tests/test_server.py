@@ -16,9 +16,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import openai  # the test command installs it, and langchain-openai (scripts/test.sh)
 import pytest
-
-openai = pytest.importorskip("openai")  # the test command installs it (scripts/test.sh)
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the process checks are written for Linux")
 
@@ -157,6 +156,24 @@ def test_embeddings(client, minilm_path):
     assert r.usage.prompt_tokens == 7 + 5
     one = client.embeddings.create(model="all-MiniLM-L6-v2.f16.gguf", input="hello", encoding_format="float")
     assert len(one.data) == 1 and math.isclose(sum(x * x for x in one.data[0].embedding), 1, rel_tol=1e-5)
+
+
+def test_langchain_chat_openai(server, client):
+    """LangChain's ChatOpenAI, pointed at the server: invoke, stream."""
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(base_url=server.base + "/v1", api_key="unused", model=MODEL, temperature=0, max_tokens=16,
+                     max_retries=0)
+    messages = [("system", "You answer questions."), ("human", "What is the capital of France?")]
+    reply = llm.invoke(messages)
+    # greedy: what the server answers OpenAI's own client for the same messages
+    direct = client.chat.completions.create(model=MODEL, temperature=0, max_tokens=16, messages=[
+        {"role": "system", "content": "You answer questions."},
+        {"role": "user", "content": "What is the capital of France?"}])
+    assert reply.content == direct.choices[0].message.content and reply.content.strip()
+    assert reply.response_metadata["finish_reason"] == direct.choices[0].finish_reason
+    assert reply.usage_metadata["output_tokens"] == direct.usage.completion_tokens
+    assert "".join(c.content for c in llm.stream(messages)) == reply.content
 
 
 # ------------------------------------------------------------ errors
@@ -334,6 +351,40 @@ def test_sigterm_finishes_running_requests_then_exits(smollm2_path):
         assert srv.wait(timeout=30) == 0
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", srv.port), timeout=2)
+
+
+def test_chat_page_streams_a_reply_in_a_browser(server, client):
+    """The page at / in headless Chromium: it finds the model, sends a
+    message, and shows the reply as it streams in."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    import shutil
+
+    browser, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    assert browser and driver_path, "the test command installs chromium and chromium-driver (scripts/test.sh)"
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        driver.get(server.base + "/")
+        wait = WebDriverWait(driver, 60)
+        wait.until(lambda d: d.find_element(By.ID, "model").text == MODEL)
+        driver.find_element(By.ID, "input").send_keys("What is the capital of France?")
+        driver.find_element(By.ID, "send").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".msg.assistant[data-state=done]"))
+        shown = driver.find_element(By.CSS_SELECTOR, ".msg.assistant").text
+        user = driver.find_element(By.CSS_SELECTOR, ".msg.user").text
+    finally:
+        driver.quit()
+    assert user == "What is the capital of France?"
+    # (an error would have turned the reply's box into class "msg error"); the
+    # page samples with OpenAI's defaults (temperature 1), so any reply will do
+    assert shown.strip()
 
 
 def test_chat_page_is_served(server):
