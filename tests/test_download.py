@@ -540,6 +540,24 @@ def test_progress_bar_only_when_verbose(server, tmp_path, capfd):
     assert files(tmp_path) == ["loud.gguf", "quiet.gguf"]
 
 
+def test_the_command_downloads_a_registry_model_with_a_progress_bar(server, tmp_path):
+    """gpt4all models download NAME: the remote registry's entry, fetched
+    with a progress bar on stderr; its path printed; listed as on disk."""
+    env = dict(os.environ, GPT4ALL_REGISTRY_URL=server + "/registry.json")
+    r = subprocess.run([sys.executable, "-m", "gpt4all", "models", "download", "remote-tiny.gguf", "--model-path",
+                        str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(tmp_path / "remote-tiny.gguf")
+    assert (tmp_path / "remote-tiny.gguf").read_bytes() == DATA
+    assert "remote-tiny.gguf: 100%" in r.stderr.replace("\r", "\n")
+    listed = subprocess.run([sys.executable, "-m", "gpt4all", "models", "--model-path", str(tmp_path)],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert any(line.startswith("* ") and "remote-tiny.gguf" in line for line in listed.stdout.splitlines())
+    bad = subprocess.run([sys.executable, "-m", "gpt4all", "models", "download", "no-such-model.gguf",
+                          "--model-path", str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+
+
 def test_list_models_merges_the_remote_registry(server):
     from gpt4all.models import list_models, registry
 

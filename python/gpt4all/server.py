@@ -288,6 +288,11 @@ class Server:
         max_tokens = n_ctx - len(prompt) if s.max_tokens is None else s.max_tokens
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.parallel)
+            # every running generation holds a worker thread: leave room for the short jobs beside them
+            import anyio.to_thread
+
+            limiter = anyio.to_thread.current_default_thread_limiter()
+            limiter.total_tokens = max(limiter.total_tokens, self.parallel + 16)
         if self._slots.locked() and self._waiting >= self.queue_size:
             return _error(oa.APIError(429, f"the server is busy: {self.parallel} requests running and "
                                            f"{self._waiting} waiting; try again later",
