@@ -62,13 +62,11 @@ class _Run:
         self.queue: "asyncio.Queue[Optional[str]]" = asyncio.Queue()
         self.cancelled = threading.Event()
         self.matcher = _StopMatcher(stops)
-        self.n_generated = 0
 
     def on_token(self, token: int, text: str) -> bool:
         """The engine's callback (in the worker thread): False stops it."""
         if self.cancelled.is_set():
             return False
-        self.n_generated += 1
         piece = self.matcher.feed(text)
         if piece:
             self.loop.call_soon_threadsafe(self.queue.put_nowait, piece)
