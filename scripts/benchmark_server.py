@@ -5,6 +5,11 @@ same client, alternating.
 
     python scripts/benchmark_server.py --build       # once: build-server/ with llama-server
     python scripts/benchmark_server.py [--clients 1,4,8] [--requests 4] [--max-tokens 64] [--reps 3]
+                                       [--peer PYTHON]
+
+--peer: a Python with llama-cpp-python[server] installed; its server
+(``python -m llama_cpp.server``, the one users of llama-cpp-python pick) is
+measured too, with the same model, threads and context.
 
 Each client sends its requests one after another: streaming chat
 completions, greedy, with the end-of-generation tokens banned through
@@ -145,6 +150,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n-ctx", type=int, default=1024, help="context per conversation")
     ap.add_argument("--json", help="write the results here too")
+    ap.add_argument("--peer", help="a Python with llama-cpp-python[server]: measure its server too")
     args = ap.parse_args()
     if args.build:
         build()
@@ -163,7 +169,7 @@ def main() -> None:
     m.close()
     bias = {str(t): -100 for t in banned}
 
-    ports = {"gpt4all": free_port(), "llama-server": free_port()}
+    ports = {"gpt4all": free_port(), "llama-server": free_port(), "llama-cpp-python": free_port()}
     env = dict(os.environ, PYTHONPATH=str(ROOT / "python"))
     env.setdefault("GPT4ALL_LIBRARY", str(ROOT / "build" / "bin"))
     procs = {
@@ -178,6 +184,11 @@ def main() -> None:
                                           "-c", str(args.n_ctx * parallel), "--no-kv-unified", "--no-webui"],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
     }
+    if args.peer:
+        procs["llama-cpp-python"] = subprocess.Popen(
+            [args.peer, "-m", "llama_cpp.server", "--model", str(model), "--port", str(ports["llama-cpp-python"]),
+             "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads), "--n_ctx", str(args.n_ctx),
+             "--model_alias", MODEL_NAME], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for name, proc in procs.items():
             wait_ready(ports[name], proc)
@@ -203,7 +214,7 @@ def main() -> None:
     print(f"\nSmolLM2 Q4_1, {args.threads} threads, --parallel {parallel}, {args.max_tokens} tokens per reply, "
           f"{args.requests} requests per client, median of {args.reps}")
     print(f"{'clients':>7} {'gpt4all t/s':>12} {'llama-server t/s':>17} {'ratio':>6} {'gpt4all ttft':>13} "
-          f"{'llama-server ttft':>18}")
+          f"{'llama-server ttft':>18}" + ("  llama-cpp-python t/s, ttft" if args.peer else ""))
     summary = {}
     for c in levels:
         ours = statistics.median(r["tokens_per_s"] for r in runs["gpt4all"][c])
@@ -213,7 +224,13 @@ def main() -> None:
         t_ours = statistics.median(r["ttft_ms"] for r in runs["gpt4all"][c])
         t_ref = statistics.median(r["ttft_ms"] for r in runs["llama-server"][c])
         summary[c] = {"gpt4all": ours, "llama-server": ref, "ratio": ratio, "ttft_ms": [t_ours, t_ref]}
-        print(f"{c:>7} {ours:>12.1f} {ref:>17.1f} {ratio:>6.2f} {t_ours:>10.0f} ms {t_ref:>15.0f} ms")
+        line = f"{c:>7} {ours:>12.1f} {ref:>17.1f} {ratio:>6.2f} {t_ours:>10.0f} ms {t_ref:>15.0f} ms"
+        if args.peer:
+            peer = statistics.median(r["tokens_per_s"] for r in runs["llama-cpp-python"][c])
+            t_peer = statistics.median(r["ttft_ms"] for r in runs["llama-cpp-python"][c])
+            summary[c]["llama-cpp-python"] = {"tokens_per_s": peer, "ttft_ms": t_peer}
+            line += f"  {peer:.1f}, {t_peer:.0f} ms"
+        print(line)
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": summary, "runs": runs}, indent=1))
 

@@ -62,11 +62,14 @@ class _Run:
         self.queue: "asyncio.Queue[Optional[str]]" = asyncio.Queue()
         self.cancelled = threading.Event()
         self.matcher = _StopMatcher(stops)
+        self.tokens: List[int] = []
 
     def on_token(self, token: int, text: str) -> bool:
         """The engine's callback (in the worker thread): False stops it."""
         if self.cancelled.is_set():
             return False
+        if token >= 0:
+            self.tokens.append(token)
         piece = self.matcher.feed(text)
         if piece:
             self.loop.call_soon_threadsafe(self.queue.put_nowait, piece)
@@ -104,6 +107,9 @@ class Server:
         self._format_lock = threading.Lock()
         self._conversations = [model.conversation() for _ in range(parallel)]
         self._free = list(self._conversations)
+        # what each conversation's cache holds, as far as we know (asking the
+        # engine would wait for its running step)
+        self._holds: Dict[int, List[int]] = {id(c): [] for c in self._conversations}
         self._slots: Optional[asyncio.Semaphore] = None
         self._waiting = 0
         self._embed_lock: Optional[asyncio.Lock] = None
@@ -176,7 +182,7 @@ class Server:
     def _take_conversation(self, prompt: List[int]) -> Any:
         """The free conversation whose cache shares the longest start with prompt."""
         def shared(conv: Any) -> int:
-            cached = conv.cached_tokens()
+            cached = self._holds[id(conv)]
             n = 0
             for a, b in zip(cached, prompt):
                 if a != b:
@@ -315,8 +321,12 @@ class Server:
                 self._slots.release()
 
         def work() -> Any:
+            self._holds[id(conversation)] = []  # unknown until the generation ends well
             try:
-                return conversation.generate(prompt, on_token=run.on_token, **params)
+                stats = conversation.generate(prompt, on_token=run.on_token, **params)
+                # the cache holds the prompt and every token sampled but the last
+                self._holds[id(conversation)] = prompt + run.tokens[:-1]
+                return stats
             finally:
                 run.loop.call_soon_threadsafe(run.queue.put_nowait, None)
 
