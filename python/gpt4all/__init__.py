@@ -10,10 +10,10 @@ from .errors import (BackendError, CancellationError, ChatTemplateError, Context
                      InternalError, InvalidArgumentError, InvalidModelError, LibraryNotFoundError, ModelBusyError,
                      ModelClosedError, ModelNotFoundError, NativeError, NoDeviceError, OutOfMemoryError,
                      UnsupportedModelError)
-from .embeddings import Embed4All
 from .gpt4all import GPT4All
 
 if TYPE_CHECKING:
+    from .embeddings import Embed4All
     from .errors import DownloadError
 
 __all__ = [
@@ -25,6 +25,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name == "Embed4All":  # imported on first use: import gpt4all stays cheap
+        from .embeddings import Embed4All
+
+        return Embed4All
     if name == "DownloadError":  # made on first use: it imports requests
         from . import errors
 

@@ -128,7 +128,7 @@ class GPT4All:
         f32_weights: on the CPU, hold F16/BF16 weights as F32: matrix
             products skip converting them on every use (about 20% faster on
             x86 for an F16 model), at twice their memory and a slower load
-            (the file is read, not mapped). [`Embed4All`][gpt4all.Embed4All]
+            (the file is read, not mapped). [`Embed4All`][gpt4all.embeddings.Embed4All]
             turns it on. Ignored on a GPU.
     """
 
