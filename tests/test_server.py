@@ -198,6 +198,9 @@ def test_errors_in_openais_shape(server, client):
     assert code == 400 and "role" in err["param"]
     code, err = status({"messages": [{"role": "user", "content": "word " * 3000}]})
     assert code == 400 and err["code"] == "context_length_exceeded"
+    code, err = status({"messages": HELLO, "logit_bias": {"99999999": 5}})
+    assert code == 400 and err["param"] == "logit_bias"
+    assert status(b"[" * 100000 + b"]" * 100000)[0] == 400  # nested too deeply for the JSON parser
     code, err = status({"input": ""}, "/v1/embeddings")
     assert code == 400
     code, err = status({"model": "gpt-4", "messages": HELLO})

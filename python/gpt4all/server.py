@@ -159,6 +159,8 @@ class Server:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             raise oa.bad(None, f"the request body is not JSON: {e}") from None
+        except RecursionError:
+            raise oa.bad(None, "the request body is nested too deeply") from None
         if not isinstance(body, dict):
             raise oa.bad(None, "the request body must be a JSON object")
         return body
@@ -290,6 +292,11 @@ class Server:
                                  f"Shorten it, or start the server with a larger --n-ctx.",
                                  code="context_length_exceeded"))
         max_tokens = n_ctx - len(prompt) if s.max_tokens is None else s.max_tokens
+        n_vocab = self.gpt4all.model.info.n_vocab
+        bad_ids = [t for t in s.params.get("logit_bias", {}) if not 0 <= t < n_vocab]
+        if bad_ids:
+            return _error(oa.bad("logit_bias", f"token id {bad_ids[0]} is not in the model's vocabulary "
+                                               f"(0 to {n_vocab - 1})"))
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.parallel)
             # every running generation holds a worker thread: leave room for the short jobs beside them
