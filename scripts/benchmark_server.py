@@ -9,7 +9,14 @@ same client, alternating.
 
 --peer: a Python with llama-cpp-python[server] installed; its server
 (``python -m llama_cpp.server``, the one users of llama-cpp-python pick) is
-measured too, with the same model, threads and context.
+measured too, with the same model, threads and context. One way to make it,
+from the sdist fetch_llama_cpp.py caches (about 10 minutes on 2 cores):
+
+    python3 -m venv /tmp/lcp
+    CMAKE_ARGS="-DGGML_NATIVE=ON -DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' \
+        -DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' -DLLAMA_OPENSSL=OFF" \
+        /tmp/lcp/bin/pip install "$HOME/.cache/gpt4all-dev/archives/llama_cpp_python-0.3.36.tar.gz[server]"
+    python scripts/benchmark_server.py --peer /tmp/lcp/bin/python
 
 Each client sends its requests one after another: streaming chat
 completions, greedy, with the end-of-generation tokens banned through
