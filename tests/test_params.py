@@ -28,7 +28,7 @@ def test_the_defaults():
     assert dataclasses.asdict(p) == dict(
         n_predict=200, temp=0.7, top_k=40, top_p=0.4, min_p=0.0, repeat_penalty=1.18, repeat_last_n=64,
         frequency_penalty=0.0, presence_penalty=0.0, logit_bias=None, n_batch=0, seed=None, context_shift=True,
-        n_keep=0, special=True, add_special=True, reuse_shifted=False)
+        n_keep=0, special=True, add_special=True, reuse_shifted=False, grammar=None, grammar_root=None)
 
 
 def test_gpt4all_generate_takes_its_defaults_from_generation_params():

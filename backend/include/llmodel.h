@@ -116,8 +116,10 @@ extern "C" {
  * functions are added (2: the llmodel_stream_* functions; 3: llmodel_cancel,
  * LLMODEL_STOP_CANCELLED, llmodel_generate_params.reuse_shifted; 4:
  * conversations, batched decoding, embedders, n_parallel, logit bias and
- * presence/frequency penalties; 5: llmodel_load_params.f32_weights). */
-#define LLMODEL_ABI_VERSION 5
+ * presence/frequency penalties; 5: llmodel_load_params.f32_weights; 6:
+ * grammars: llmodel_generate_params.grammar/grammar_root,
+ * llmodel_grammar_check, LLMODEL_STOP_NO_ALLOWED_TOKEN). */
+#define LLMODEL_ABI_VERSION 6
 
 /* The most threads a model may be given (llmodel_load_params.n_threads,
  * llmodel_set_threads). */
@@ -161,7 +163,8 @@ typedef enum llmodel_stop_reason {
     LLMODEL_STOP_LENGTH = 2,       /* n_predict tokens were produced */
     LLMODEL_STOP_CALLBACK = 3,     /* the response callback returned false */
     LLMODEL_STOP_CONTEXT_FULL = 4, /* the context is full and shifting was not allowed */
-    LLMODEL_STOP_CANCELLED = 5     /* a cancel, or the model or conversation was closed or freed meanwhile */
+    LLMODEL_STOP_CANCELLED = 5,    /* a cancel, or the model or conversation was closed or freed meanwhile */
+    LLMODEL_STOP_NO_ALLOWED_TOKEN = 6 /* the grammar, with the logit bias, allowed no token at all */
 } llmodel_stop_reason;
 
 typedef enum llmodel_log_level {
@@ -348,7 +351,7 @@ typedef struct llmodel_logit_bias {
 
 /* The parameters of one generation. Tokens are chosen by a pipeline of
  * stages, in this order: the repeat, frequency and presence penalties over
- * the last repeat_last_n tokens; the logit bias; a constraint (none yet);
+ * the last repeat_last_n tokens; the logit bias; the grammar;
  * top-k, top-p and min-p; temperature; and the choice itself (greedy when
  * temp <= 0, else a draw from the seeded distribution). */
 typedef struct llmodel_generate_params {
@@ -380,9 +383,37 @@ typedef struct llmodel_generate_params {
     const struct llmodel_logit_bias *logit_bias; /* added to tokens' logits before
                                 sampling (-INFINITY bans a token); may be NULL */
     size_t n_logit_bias;
+    const char *grammar;      /* a grammar in llama.cpp's GBNF syntax that the
+                                 generated text must follow; NULL or "": none.
+                                 Only tokens that keep the text a prefix of
+                                 something the grammar matches are chosen, and
+                                 an end-of-generation token only where the
+                                 text is complete, so stop_reason
+                                 LLMODEL_STOP_EOG means the text is matched
+                                 whole (any other reason: it may be cut
+                                 short). Control tokens the grammar does not
+                                 name with <...> are not chosen while it is
+                                 on. Checked before anything is evaluated: an
+                                 invalid grammar fails the call with
+                                 LLMODEL_ERR_INVALID_ARGUMENT and a message
+                                 with its line and column (see
+                                 llmodel_grammar_check). Read only during the
+                                 call that starts the generation */
+    const char *grammar_root; /* the rule the grammar starts from; NULL: "root" */
 } llmodel_generate_params;
 
 LLMODEL_API llmodel_generate_params llmodel_generate_default_params(void);
+
+/* Checks a grammar for llmodel_generate_params.grammar without generating:
+ * LLMODEL_OK, or LLMODEL_ERR_INVALID_ARGUMENT with a message that says where
+ * (line and column) and why. Besides llama.cpp's syntax it refuses what
+ * llama.cpp would fail on or loop forever on: undefined rules, a missing root
+ * rule (root NULL: "root"), <...> that is not one token of this model,
+ * repetitions beyond llama.cpp's limits, left recursion (a rule that can
+ * reach itself before matching input, an unbounded repetition of something
+ * that can match nothing). Any thread, any time (it only reads the
+ * vocabulary). */
+LLMODEL_API llmodel_status llmodel_grammar_check(const llmodel_model *model, const char *grammar, const char *root);
 
 /* Asks every call running on the model's conversations (the default one
  * included) and embedders to stop as soon as it can (see

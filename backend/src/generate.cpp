@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "engine.h"
+#include "grammar.h"
 #include "sampler.h"
 #include "tokens.h"
 
@@ -24,6 +25,8 @@ struct llmodel_stream {
     llmodel_generate_params p{};
     std::vector<llmodel_logit_bias> bias; // a copy: the caller's array may not outlive the call
     std::unique_ptr<TokenSampler> sampler;
+    std::unique_ptr<llama_sampler, SamplerChainDeleter> grammar; // checked and built; the sampler takes it
+    std::vector<llama_token> grammar_tokens;                     // the tokens the grammar names
     Request req;
     bool begun = false;                   // the engine counts it as running
     llmodel_generate_result res{};
@@ -147,7 +150,7 @@ llmodel_status start_stream(llmodel_stream &g, const std::vector<llama_token> &p
     if (llmodel_status s = begin_generation(c, prompt, g.p.reuse_shifted, &keep, &r)) return s;
     g.begun = true;
     res.n_reused = static_cast<int32_t>(keep);
-    g.sampler.reset(new TokenSampler(m->vocab, m->n_ctx, g.p, prompt));
+    g.sampler.reset(new TokenSampler(m->vocab, m->n_ctx, g.p, prompt, g.grammar.release(), g.grammar_tokens));
     r.sampler = g.sampler.get();
 
     const auto t0 = Clock::now();
@@ -213,6 +216,7 @@ llmodel_status step_stream(llmodel_stream &g, llmodel_token *token, bool *done) 
     }
     const llama_token tok = g.sampled;
     g.sampled = LLAMA_TOKEN_NULL;
+    if (tok == kNoAllowedToken) return finish(LLMODEL_STOP_NO_ALLOWED_TOKEN);
     if (llama_vocab_is_eog(vocab, tok)) return finish(LLMODEL_STOP_EOG);
     int32_t len = llama_token_to_piece(vocab, tok, g.piece.data(), static_cast<int32_t>(g.piece.size()), 0, false);
     if (len < 0) {
@@ -287,6 +291,21 @@ Prompt token_prompt(const llmodel_token *tokens, size_t n) {
     return p;
 }
 
+// Checks a grammar (llama.cpp's parser prints its errors to stderr, and some
+// grammars it accepts crash it) and builds its sampler into g.
+llmodel_status build_grammar(const llmodel_model *m, const char *text, const char *root, llmodel_stream &g) {
+    const std::string start = root && root[0] ? root : "root";
+    std::string why = check_grammar(text, start, m->vocab, &g.grammar_tokens);
+    if (!why.empty()) return fail(LLMODEL_ERR_INVALID_ARGUMENT, "the grammar is not valid: " + why);
+    LogCapture capture;
+    g.grammar.reset(llama_sampler_init_grammar(m->vocab, text, start.c_str()));
+    if (!g.grammar) {
+        why = last_lines(capture.text());
+        return fail(LLMODEL_ERR_INVALID_ARGUMENT, "llama.cpp refused the grammar" + (why.empty() ? "" : ": " + why));
+    }
+    return LLMODEL_OK;
+}
+
 // What every generation starts with: the conversation's entry checks, the
 // parameters, the prompt's tokens, then the stream begun on them.
 llmodel_status open_stream(llmodel_conversation *c, const llmodel_generate_params *params, const Prompt &prompt,
@@ -297,6 +316,10 @@ llmodel_status open_stream(llmodel_conversation *c, const llmodel_generate_param
     g.p = params ? *params : llmodel_generate_default_params();
     if (llmodel_status s = validate_generate_params(g.p, c->m->vocab)) return s;
     if (g.p.n_logit_bias) g.bias.assign(g.p.logit_bias, g.p.logit_bias + g.p.n_logit_bias);
+    if (g.p.grammar && g.p.grammar[0]) {
+        if (llmodel_status s = build_grammar(c->m, g.p.grammar, g.p.grammar_root, g)) return s;
+    }
+    g.p.grammar = g.p.grammar_root = nullptr; // the caller's strings may not outlive the call
     std::vector<llama_token> tokens;
     if (llmodel_status s = prompt.get(c->m, g.p, tokens)) return s;
     return start_stream(g, tokens, on_prompt, user_data);
@@ -355,6 +378,15 @@ llmodel_conversation *default_of(llmodel_model *m) { return m ? m->default_conv 
 
 extern "C" {
 
+LLMODEL_API llmodel_status llmodel_grammar_check(const llmodel_model *model, const char *grammar, const char *root) {
+    return model_entry(model, [&]() -> llmodel_status {
+        LLMODEL_REQUIRE(grammar, "grammar is NULL");
+        const std::string why = check_grammar(grammar, root && root[0] ? root : "root", model->vocab);
+        if (!why.empty()) return fail(LLMODEL_ERR_INVALID_ARGUMENT, "the grammar is not valid: " + why);
+        return LLMODEL_OK;
+    });
+}
+
 LLMODEL_API llmodel_generate_params llmodel_generate_default_params(void) {
     llmodel_generate_params p;
     p.temp = 0.7f;
@@ -375,6 +407,8 @@ LLMODEL_API llmodel_generate_params llmodel_generate_default_params(void) {
     p.presence_penalty = 0.0f;
     p.logit_bias = nullptr;
     p.n_logit_bias = 0;
+    p.grammar = nullptr;
+    p.grammar_root = nullptr;
     return p;
 }
 

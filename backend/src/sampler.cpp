@@ -2,13 +2,16 @@
 #include "sampler.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace llmodel {
 
 TokenSampler::TokenSampler(const llama_vocab *vocab, int32_t n_ctx, const llmodel_generate_params &p,
-                           const std::vector<llama_token> &history)
+                           const std::vector<llama_token> &history, llama_sampler *grammar,
+                           const std::vector<llama_token> &named_tokens)
     : n_vocab_(llama_vocab_n_tokens(vocab)), repeat_penalty_(p.repeat_penalty),
-      frequency_penalty_(p.frequency_penalty), presence_penalty_(p.presence_penalty), greedy_(p.temp <= 0.0f) {
+      frequency_penalty_(p.frequency_penalty), presence_penalty_(p.presence_penalty), greedy_(p.temp <= 0.0f),
+      grammar_(grammar), top_k_(p.top_k) {
     // the window never needs to be longer than the context
     const int32_t last_n = p.repeat_last_n < 0 ? n_ctx : std::min(p.repeat_last_n, n_ctx);
     const bool any_penalty = repeat_penalty_ != 1.0f || frequency_penalty_ != 0.0f || presence_penalty_ != 0.0f;
@@ -22,6 +25,18 @@ TokenSampler::TokenSampler(const llama_vocab *vocab, int32_t n_ctx, const llmode
     if (p.logit_bias && p.n_logit_bias > 0) {
         bias_.assign(static_cast<size_t>(n_vocab_), 0.0f);
         for (size_t i = 0; i < p.n_logit_bias; ++i) bias_[static_cast<size_t>(p.logit_bias[i].token)] += p.logit_bias[i].bias;
+    }
+    if (grammar_) {
+        // a control token's text would match the grammar but never reach
+        // the output (it is not rendered), so only those it names may occur
+        if (bias_.empty()) bias_.assign(static_cast<size_t>(n_vocab_), 0.0f);
+        for (llama_token t = 0; t < n_vocab_; ++t) {
+            if ((llama_vocab_get_attr(vocab, t) & LLAMA_TOKEN_ATTR_CONTROL) && !llama_vocab_is_eog(vocab, t) &&
+                std::find(named_tokens.begin(), named_tokens.end(), t) == named_tokens.end()) {
+                bias_[static_cast<size_t>(t)] = -INFINITY;
+            }
+        }
+        candidates_.resize(static_cast<size_t>(n_vocab_));
     }
     if (!greedy_) {
         llama_sampler_chain_params cp = llama_sampler_chain_default_params();
@@ -73,18 +88,66 @@ llama_token TokenSampler::choose_greedy(const float *logits) const {
     return tok;
 }
 
+bool TokenSampler::allowed(llama_token t) {
+    llama_token_data one{t, 0.0f, 0.0f};
+    llama_token_data_array cur = {&one, 1, -1, false};
+    llama_sampler_apply(grammar_.get(), &cur);
+    return one.logit != -INFINITY;
+}
+
+void TokenSampler::fill_candidates(const float *logits) {
+    for (llama_token i = 0; i < n_vocab_; ++i) candidates_[i] = llama_token_data{i, adjusted(i, logits[i]), 0.0f};
+}
+
+// Keeps, at the front of candidates_, the allowed tokens among the most
+// likely, at least `needed` of them where that many exist, and returns their
+// number; every token left out is less likely than every token kept.
+size_t TokenSampler::constrain(size_t needed) {
+    auto more_likely = [](const llama_token_data &a, const llama_token_data &b) {
+        return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+    };
+    const size_t n = candidates_.size();
+    size_t kept = 0, begin = 0, chunk = std::max<size_t>(256, needed * 4);
+    while (begin < n && kept < needed) {
+        const size_t end = std::min(n, begin + chunk);
+        std::partial_sort(candidates_.begin() + begin, candidates_.begin() + end, candidates_.end(), more_likely);
+        llama_token_data_array cur = {candidates_.data() + begin, end - begin, -1, true};
+        llama_sampler_apply(grammar_.get(), &cur);
+        for (size_t i = begin; i < end; ++i) {
+            if (candidates_[i].logit != -INFINITY) candidates_[kept++] = candidates_[i];
+        }
+        begin = end;
+        chunk *= 8; // a grammar that allows few tokens: read on in larger steps
+    }
+    return kept;
+}
+
+llama_token TokenSampler::sample_constrained(const float *logits) {
+    fill_candidates(logits);
+    const size_t needed = greedy_ ? 1 : top_k_ > 0 ? static_cast<size_t>(top_k_) : candidates_.size();
+    const size_t kept = constrain(needed);
+    if (kept == 0) return kNoAllowedToken;
+    if (greedy_) return candidates_[0].id;
+    llama_token_data_array cur = {candidates_.data(), kept, -1, true};
+    llama_sampler_apply(chain_.get(), &cur);
+    return cur.data[cur.selected].id;
+}
+
 llama_token TokenSampler::sample(const float *logits) {
     llama_token tok;
     if (greedy_) {
         tok = choose_greedy(logits);
+        if (grammar_ && (adjusted(tok, logits[tok]) == -INFINITY || !allowed(tok))) tok = sample_constrained(logits);
     } else {
-        for (llama_token i = 0; i < n_vocab_; ++i) candidates_[i] = llama_token_data{i, adjusted(i, logits[i]), 0.0f};
+        fill_candidates(logits);
         llama_token_data_array cur = {candidates_.data(), candidates_.size(), -1, false};
-        // the constraint stage goes here, before truncation
         llama_sampler_apply(chain_.get(), &cur);
         tok = cur.data[cur.selected].id;
-        llama_sampler_accept(chain_.get(), tok);
+        if (grammar_ && (cur.data[cur.selected].logit == -INFINITY || !allowed(tok))) tok = sample_constrained(logits);
+        if (tok != kNoAllowedToken) llama_sampler_accept(chain_.get(), tok);
     }
+    if (tok == kNoAllowedToken) return tok;
+    if (grammar_) llama_sampler_accept(grammar_.get(), tok); // allowed, so it cannot fail
     accept(tok);
     return tok;
 }

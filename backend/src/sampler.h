@@ -16,10 +16,13 @@ struct SamplerChainDeleter {
     void operator()(llama_sampler *s) const { llama_sampler_free(s); }
 };
 
+// What sample() returns when the constraint allows no token at all.
+constexpr llama_token kNoAllowedToken = -2;
+
 // The stages, in order: penalties (repeat, frequency, presence) over a
-// window of the last tokens, the logit bias, a constraint (none yet: a
-// grammar goes here), truncation (top-k, top-p, min-p), temperature, and the
-// choice (greedy, or a draw from the seeded distribution).
+// window of the last tokens, the logit bias, the constraint (a grammar),
+// truncation (top-k, top-p, min-p), temperature, and the choice (greedy, or a
+// draw from the seeded distribution).
 //
 // The arithmetic and its order are llama.cpp's own samplers' (penalties,
 // then greedy or top-k/top-p/min-p/temp/dist), so the same seed picks the
@@ -28,14 +31,28 @@ struct SamplerChainDeleter {
 // small model a fifth of its generation speed), and greedy choice without
 // penalties or bias is a plain argmax over the logits, with no candidate
 // array.
+//
+// The grammar costs little when the model writes what it allows: the token
+// chosen without it is checked alone, and only when the grammar rejects it
+// are the candidates filtered and the choice made again (llama.cpp's own
+// sampler does the same; the result has the same distribution as filtering
+// first). The filtering itself goes through the candidates from the most
+// likely down and stops once it has as many allowed tokens as the
+// truncation keeps (one for greedy, top_k), so it rarely reads the whole
+// vocabulary.
 class TokenSampler {
 public:
     // history: the tokens before the first one sampled (the prompt), whose
     // tail fills the penalty window.
+    // grammar: a grammar sampler (owned), or NULL; named_tokens: the tokens
+    // it names (control tokens it does not name are banned while it is on:
+    // their text would never reach the output).
     TokenSampler(const llama_vocab *vocab, int32_t n_ctx, const llmodel_generate_params &p,
-                 const std::vector<llama_token> &history);
+                 const std::vector<llama_token> &history, llama_sampler *grammar = nullptr,
+                 const std::vector<llama_token> &named_tokens = {});
 
-    // Picks the next token from logits (n_vocab floats) and remembers it.
+    // Picks the next token from logits (n_vocab floats) and remembers it;
+    // kNoAllowedToken when the constraint allows none.
     llama_token sample(const float *logits);
 
 private:
@@ -43,6 +60,10 @@ private:
     float adjusted(llama_token t, float logit) const; // penalties, then bias
     void accept(llama_token t);
     llama_token choose_greedy(const float *logits) const;
+    bool allowed(llama_token t);
+    void fill_candidates(const float *logits);
+    size_t constrain(size_t needed);
+    llama_token sample_constrained(const float *logits);
 
     const llama_token n_vocab_;
     const float repeat_penalty_, frequency_penalty_, presence_penalty_;
@@ -52,6 +73,8 @@ private:
     size_t next_ = 0;
     std::vector<float> bias_;         // per token; empty: no bias
     std::unique_ptr<llama_sampler, SamplerChainDeleter> chain_; // truncation, temperature, draw
+    std::unique_ptr<llama_sampler, SamplerChainDeleter> grammar_;
+    const int32_t top_k_;
     std::vector<llama_token_data> candidates_;
 };
 

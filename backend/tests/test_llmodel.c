@@ -1,5 +1,6 @@
 /* Tests of the llmodel C ABI on a real model, using only the public header.
  * usage: test_llmodel MODEL.gguf */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -490,6 +491,100 @@ static void test_cancel_close_free_in_callbacks(const char *model_path) {
     }
 }
 
+/* ------------------------------------------------------------ grammars */
+
+static llmodel_status constrained(llmodel_model *m, const char *prompt, const char *grammar, float temp,
+                                  unsigned seed, collect_t *out, llmodel_generate_result *res) {
+    llmodel_generate_params gp = greedy(48);
+    gp.temp = temp;
+    gp.seed = seed;
+    gp.grammar = grammar;
+    memset(out, 0, sizeof *out);
+    memset(res, 0, sizeof *res);
+    return llmodel_generate(m, prompt, strlen(prompt), &gp, NULL, collect, out, res);
+}
+
+static void test_grammar(llmodel_model *m) {
+    static const char *const bad[] = {
+        "root ::= \"a",                       /* literal not closed */
+        "root ::= foo",                       /* undefined rule */
+        "root ::= root \"a\" | \"b\"",        /* left recursion */
+        "root ::= a\na ::= b \"x\"\nb ::= a?", /* left recursion through a nullable rule */
+        "root ::= (\"a\"?)*",                 /* unbounded repetition of something empty */
+        "start ::= \"x\"",                    /* no root */
+        "root ::= \"a\"{3000}",               /* more than llama.cpp's repetition limit */
+        "root ::= \"\\q\"",                   /* unknown escape */
+        "root ::= [a-",                       /* class not closed */
+        "root ::= <not-one-token-of-this-vocabulary>",
+        "root ::= \"a\"\nroot ::= \"b\"",     /* defined twice */
+        "root ::= *",                         /* nothing to repeat */
+        "root ::= \"a\" ) ",                  /* stray ) */
+        "root ::= <[99999999]>",              /* not in the vocabulary */
+    };
+    char deep[1200];
+    size_t i, n;
+    collect_t out;
+    llmodel_generate_result res;
+    llmodel_status s;
+    unsigned seed;
+    llmodel_token ids[8];
+
+    CHECK(llmodel_grammar_check(m, "root ::= \"yes\" | \"no\"", NULL) == LLMODEL_OK, "%s", llmodel_last_error());
+    CHECK(llmodel_grammar_check(m, "# a comment\nstart ::= [0-9]+ (\",\" [0-9]+)*\n", "start") == LLMODEL_OK, "%s",
+          llmodel_last_error());
+    CHECK(llmodel_grammar_check(NULL, "root ::= \"a\"", NULL) == LLMODEL_ERR_INVALID_ARGUMENT, "NULL model");
+    CHECK(llmodel_grammar_check(m, NULL, NULL) == LLMODEL_ERR_INVALID_ARGUMENT, "NULL grammar");
+    for (i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+        s = llmodel_grammar_check(m, bad[i], NULL);
+        CHECK(s == LLMODEL_ERR_INVALID_ARGUMENT && strstr(llmodel_last_error(), "line "), "%s -> %d %s", bad[i], s,
+              llmodel_last_error());
+    }
+    n = 0;
+    n += (size_t)snprintf(deep, sizeof deep, "root ::= ");
+    for (i = 0; i < 300; ++i) deep[n++] = '(';
+    deep[n++] = '"';
+    deep[n++] = 'a';
+    deep[n++] = '"';
+    for (i = 0; i < 300; ++i) deep[n++] = ')';
+    deep[n] = '\0';
+    CHECK(llmodel_grammar_check(m, deep, NULL) == LLMODEL_ERR_INVALID_ARGUMENT, "300 nested groups");
+
+    /* a bad grammar fails the call before anything is evaluated */
+    llmodel_reset(m);
+    s = constrained(m, "Hello", "root ::= nothing", 0.0f, 1, &out, &res);
+    CHECK(s == LLMODEL_ERR_INVALID_ARGUMENT && strstr(llmodel_last_error(), "nothing"), "%d %s", s,
+          llmodel_last_error());
+    CHECK(out.n_tokens == 0 && res.n_evaluated == 0, "%d tokens, %d evaluated", out.n_tokens, res.n_evaluated);
+
+    /* greedy and sampled generations match the grammar and end whole */
+    s = constrained(m, "Is the sky blue? Answer:", "root ::= \" \"? (\"yes\" | \"no\") \".\"", 0.0f, 1, &out, &res);
+    CHECK(s == LLMODEL_OK && res.stop_reason == LLMODEL_STOP_EOG, "%d %d %s", s, res.stop_reason, llmodel_last_error());
+    CHECK(!strcmp(out.text, "yes.") || !strcmp(out.text, "no.") || !strcmp(out.text, " yes.") ||
+              !strcmp(out.text, " no."), "[%s]", out.text);
+    for (seed = 1; seed <= 4; ++seed) {
+        s = constrained(m, "Three digits:", "root ::= [0-9]{3}", 1.0f, seed, &out, &res);
+        CHECK(s == LLMODEL_OK && res.stop_reason == LLMODEL_STOP_EOG, "%d %d", s, res.stop_reason);
+        CHECK(strlen(out.text) == 3 && strspn(out.text, "0123456789") == 3, "seed %u: [%s]", seed, out.text);
+    }
+    /* the grammar's only token banned by the logit bias: no token allowed */
+    n = tokenize(m, "Hello", ids, 8);
+    if (n >= 1) {
+        char g[64];
+        llmodel_logit_bias ban;
+        llmodel_generate_params gp = greedy(8);
+        snprintf(g, sizeof g, "root ::= <[%d]>", (int)ids[n - 1]);
+        ban.token = ids[n - 1];
+        ban.bias = -INFINITY;
+        gp.grammar = g;
+        gp.logit_bias = &ban;
+        gp.n_logit_bias = 1;
+        memset(&out, 0, sizeof out);
+        s = llmodel_generate(m, "Hi", 2, &gp, NULL, collect, &out, &res);
+        CHECK(s == LLMODEL_OK && res.stop_reason == LLMODEL_STOP_NO_ALLOWED_TOKEN && out.n_tokens == 0, "%d %d %d", s,
+              res.stop_reason, out.n_tokens);
+    }
+}
+
 int main(int argc, char **argv) {
     llmodel_model *m;
     const char *tmp = getenv("TMPDIR");
@@ -516,6 +611,7 @@ int main(int argc, char **argv) {
         test_prefix_reuse(m);
         test_state(m);
         test_stream(m, argv[1]);
+        test_grammar(m);
         llmodel_model_free(m);
     }
     test_context_limits(argv[1]);

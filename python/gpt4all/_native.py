@@ -18,7 +18,7 @@ from typing import Any, List, Optional
 
 from . import errors
 
-ABI_VERSION = 5
+ABI_VERSION = 6
 LIBRARY_ENV = "GPT4ALL_LIBRARY"  # a path to the llmodel library, or to its folder
 
 TOKEN_NONE = -1
@@ -114,6 +114,8 @@ class GenerateParams(Structure):
         ("presence_penalty", c_float),
         ("logit_bias", POINTER(LogitBias)),
         ("n_logit_bias", c_size_t),
+        ("grammar", c_char_p),
+        ("grammar_root", c_char_p),
     ]
 
 
@@ -215,6 +217,7 @@ _FUNCTIONS: List[tuple] = [
      [ModelPtr, POINTER(c_int32), c_size_t, c_bool, c_char_p, c_size_t, POINTER(c_size_t)]),
     ("llmodel_token_to_piece", _status, [ModelPtr, c_int32, c_bool, c_char_p, c_size_t, POINTER(c_size_t)]),
     ("llmodel_generate_default_params", GenerateParams, []),
+    ("llmodel_grammar_check", _status, [ModelPtr, c_char_p, c_char_p]),
     ("llmodel_cancel", _status, [ModelPtr]),
     ("llmodel_generate", _status,
      [ModelPtr, c_char_p, c_size_t, POINTER(GenerateParams), PromptCallback, ResponseCallback, c_void_p,

@@ -113,6 +113,9 @@ class GenerationParams:
         add_special: for a text prompt, add BOS as the tokenizer asks.
         reuse_shifted: also reuse cached tokens that follow a span the new
             prompt left out, shifting them into place.
+        grammar: a grammar in llama.cpp's GBNF syntax (start rule ``root``)
+            that the generated text must follow; ``None``: no constraint.
+        grammar_root: the rule the grammar starts from; ``None``: ``root``.
     """
 
     n_predict: int = 200
@@ -132,6 +135,8 @@ class GenerationParams:
     special: bool = True
     add_special: bool = True
     reuse_shifted: bool = False
+    grammar: Optional[str] = None
+    grammar_root: Optional[str] = None
 
     def __post_init__(self) -> None:
         if isinstance(self.logit_bias, Mapping):
@@ -157,6 +162,10 @@ class GenerationParams:
         if self.seed is not None:
             check_int("seed", self.seed, 0, SEED_MAX)
         check_int("n_keep", self.n_keep, 0)
+        if self.grammar is not None and not isinstance(self.grammar, str):
+            raise errors.InvalidArgumentError(f"grammar must be a str, not {type(self.grammar).__name__}")
+        if self.grammar_root is not None and not isinstance(self.grammar_root, str):
+            raise errors.InvalidArgumentError(f"grammar_root must be a str, not {type(self.grammar_root).__name__}")
 
     def to_native(self, lib: ctypes.CDLL) -> "native.GenerateParams":
         """The native ``llmodel_generate_params`` for these settings.
@@ -191,6 +200,9 @@ class GenerationParams:
         p.parse_special = bool(self.special)
         p.add_special = bool(self.add_special)
         p.reuse_shifted = bool(self.reuse_shifted)
+        # the struct keeps the bytes alive (ctypes holds what a c_char_p field is given)
+        p.grammar = self.grammar.encode("utf-8", "surrogatepass") if self.grammar else None
+        p.grammar_root = self.grammar_root.encode() if self.grammar_root else None
         return p
 
 

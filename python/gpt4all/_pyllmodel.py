@@ -34,7 +34,8 @@ TokenCallback = Callable[[int, str], bool]
 #: ``on_progress(n_done, n_total) -> bool``: return False to cancel.
 ProgressCallback = Callable[[int, int], bool]
 
-STOP_REASONS = {0: "none", 1: "eog", 2: "length", 3: "callback", 4: "context_full", 5: "cancelled"}
+STOP_REASONS = {0: "none", 1: "eog", 2: "length", 3: "callback", 4: "context_full", 5: "cancelled",
+                6: "no_allowed_token"}
 
 
 @dataclass(frozen=True)
@@ -404,6 +405,18 @@ class LLModel:
                     return None
                 return buf.raw[: n.value].decode("utf-8", "replace")
         return None
+
+    def check_grammar(self, grammar: str, root: str = "root") -> None:
+        """Raises ``GrammarError`` (a ``ValueError``), with the line, column
+        and reason, if the GBNF grammar cannot constrain this model's
+        generation (see ``llmodel_grammar_check``)."""
+        if not isinstance(grammar, str):
+            raise errors.InvalidArgumentError(f"grammar must be a str, not {type(grammar).__name__}")
+        with self._using() as h:
+            status = self._lib.llmodel_grammar_check(h, grammar.encode("utf-8", "surrogatepass"), root.encode())
+            if status == native.ERR_INVALID_ARGUMENT:
+                raise errors.GrammarError(native.last_error())
+            native.check(status)
 
     def token_bytes(self, token: int, render_special: bool = True) -> bytes:
         """The raw bytes of one token as the vocabulary stores it (possibly

@@ -19,6 +19,11 @@ class InvalidArgumentError(GPT4AllError, ValueError):
     """A parameter value that makes no sense (negative ``top_k``, ...)."""
 
 
+class GrammarError(InvalidArgumentError):
+    """A grammar or JSON schema that cannot constrain generation; the message
+    says where (a line and column, or a JSON pointer into the schema) and why."""
+
+
 class ChatTemplateError(GPT4AllError, ValueError):
     """A chat template that cannot be used: invalid Jinja, an error while it
     renders (an undefined name, ``raise_exception()``...), a limit of the
