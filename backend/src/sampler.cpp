@@ -11,7 +11,7 @@ TokenSampler::TokenSampler(const llama_vocab *vocab, int32_t n_ctx, const llmode
                            const std::vector<llama_token> &named_tokens)
     : n_vocab_(llama_vocab_n_tokens(vocab)), repeat_penalty_(p.repeat_penalty),
       frequency_penalty_(p.frequency_penalty), presence_penalty_(p.presence_penalty), greedy_(p.temp <= 0.0f),
-      grammar_(grammar), top_k_(p.top_k) {
+      grammar_(grammar), top_k_(p.top_k), temp_(p.temp) {
     // the window never needs to be longer than the context
     const int32_t last_n = p.repeat_last_n < 0 ? n_ctx : std::min(p.repeat_last_n, n_ctx);
     const bool any_penalty = repeat_penalty_ != 1.0f || frequency_penalty_ != 0.0f || presence_penalty_ != 0.0f;
@@ -100,23 +100,41 @@ void TokenSampler::fill_candidates(const float *logits) {
 }
 
 // Keeps, at the front of candidates_, the allowed tokens among the most
-// likely, at least `needed` of them where that many exist, and returns their
-// number; every token left out is less likely than every token kept.
+// likely, in order, and returns their number: at least `needed` of them
+// where that many exist, or fewer once every token not yet read could hold
+// at most a thousandth of the probability mass of those found (at the
+// temperature of the truncation stages, or temp where higher); every token
+// left out is less likely than every token kept. Reading the candidates in
+// growing chunks from the most likely down spares most of the vocabulary the
+// grammar's test, which costs about 0.2 us a token.
 size_t TokenSampler::constrain(size_t needed) {
     auto more_likely = [](const llama_token_data &a, const llama_token_data &b) {
         return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
     };
     const size_t n = candidates_.size();
+    const double t = std::max(temp_, 1.0f);
     size_t kept = 0, begin = 0, chunk = std::max<size_t>(256, needed * 4);
+    float best = -INFINITY;
+    double mass = 0.0; // of the tokens kept, relative to the best
     while (begin < n && kept < needed) {
         const size_t end = std::min(n, begin + chunk);
-        std::partial_sort(candidates_.begin() + begin, candidates_.begin() + end, candidates_.end(), more_likely);
+        // the next most likely `chunk`, in order (selection is linear; a heap over the vocabulary is not)
+        if (end < n) std::nth_element(candidates_.begin() + begin, candidates_.begin() + end - 1, candidates_.end(), more_likely);
+        std::sort(candidates_.begin() + begin, candidates_.begin() + end, more_likely);
+        const float cut = candidates_[end - 1].logit; // no token not yet read is more likely
         llama_token_data_array cur = {candidates_.data() + begin, end - begin, -1, true};
         llama_sampler_apply(grammar_.get(), &cur);
         for (size_t i = begin; i < end; ++i) {
-            if (candidates_[i].logit != -INFINITY) candidates_[kept++] = candidates_[i];
+            if (candidates_[i].logit == -INFINITY) continue;
+            if (kept == 0) best = candidates_[i].logit;
+            mass += std::exp((candidates_[i].logit - best) / t);
+            candidates_[kept++] = candidates_[i];
         }
         begin = end;
+        if (kept > 0 && kept < needed && begin < n) {
+            const double rest = static_cast<double>(std::min(n - begin, needed - kept)) * std::exp((cut - best) / t);
+            if (rest <= 1e-3 * mass) break;
+        }
         chunk *= 8; // a grammar that allows few tokens: read on in larger steps
     }
     return kept;

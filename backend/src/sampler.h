@@ -38,8 +38,9 @@ constexpr llama_token kNoAllowedToken = -2;
 // sampler does the same; the result has the same distribution as filtering
 // first). The filtering itself goes through the candidates from the most
 // likely down and stops once it has as many allowed tokens as the
-// truncation keeps (one for greedy, top_k), so it rarely reads the whole
-// vocabulary.
+// truncation keeps (one for greedy, top_k), or once the tokens not yet read
+// could hold no more than a thousandth of the probability mass of those
+// found, so it rarely reads the whole vocabulary (which costs ~10 ms).
 class TokenSampler {
 public:
     // history: the tokens before the first one sampled (the prompt), whose
@@ -75,6 +76,7 @@ private:
     std::unique_ptr<llama_sampler, SamplerChainDeleter> chain_; // truncation, temperature, draw
     std::unique_ptr<llama_sampler, SamplerChainDeleter> grammar_;
     const int32_t top_k_;
+    const float temp_;
     std::vector<llama_token_data> candidates_;
 };
 
