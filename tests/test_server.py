@@ -190,8 +190,17 @@ def test_errors_in_openais_shape(server, client):
     assert code == 400 and err["param"] == "temperature"
     code, err = status({"messages": HELLO, "n": 2})
     assert code == 400 and err["param"] == "n"
-    code, err = status({"messages": HELLO, "tools": [{"type": "function", "function": {"name": "f"}}]})
+    code, err = status({"messages": HELLO, "tools": [{"type": "function", "function": {"name": "bad name"}}]})
+    assert code == 400 and err["param"] == "tools"
+    code, err = status({"messages": HELLO, "tool_choice": "required"})
+    assert code == 400 and err["param"] == "tool_choice"
+    code, err = status({"messages": HELLO, "functions": [{"name": "f"}]})
     assert code == 400 and err["code"] == "unsupported_parameter"
+    code, err = status({"messages": HELLO, "response_format": {"type": "json_schema", "json_schema": {
+        "name": "x", "schema": {"type": "object", "properties": {"a": {"type": "integer", "multipleOf": 3}}}}}})
+    assert code == 400 and err["param"] == "response_format.json_schema.schema" and "multipleOf" in err["message"]
+    code, err = status({"messages": HELLO, "response_format": {"type": "yaml"}})
+    assert code == 400 and err["param"] == "response_format"
     code, err = status({"messages": []})
     assert code == 400 and err["param"] == "messages"
     code, err = status({"messages": [{"role": "wizard", "content": "x"}]})
@@ -214,6 +223,80 @@ def test_errors_in_openais_shape(server, client):
     assert raw(server, "GET", "/v1/nowhere")[0] == 404
     # and the server keeps serving
     assert client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=2).usage.completion_tokens <= 2
+
+
+# ------------------------------------------------------------ structured output
+
+CAT = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20},
+                                        "age": {"type": "integer", "minimum": 0, "maximum": 30},
+                                        "colors": {"type": "array", "items": {"enum": ["black", "white", "orange"]},
+                                                   "minItems": 1, "maxItems": 3}},
+       "required": ["name", "age", "colors"], "additionalProperties": False}
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The current weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40}},
+                   "required": ["city"]}}}
+
+
+def test_response_formats(client):
+    import jsonschema
+
+    ask = [{"role": "user", "content": "Describe a cat as JSON."}]
+    r = client.chat.completions.create(model=MODEL, messages=ask, response_format={"type": "json_object"},
+                                       max_tokens=300, seed=1)
+    assert r.choices[0].finish_reason == "stop"
+    assert isinstance(json.loads(r.choices[0].message.content), dict)
+    fmt = {"type": "json_schema", "json_schema": {"name": "cat", "schema": CAT, "strict": True}}
+    for seed in range(3):
+        r = client.chat.completions.create(model=MODEL, messages=ask, response_format=fmt, max_tokens=300, seed=seed)
+        jsonschema.validate(json.loads(r.choices[0].message.content), CAT)
+    stream = client.chat.completions.create(model=MODEL, messages=ask, response_format=fmt, max_tokens=300, seed=7,
+                                            stream=True)
+    jsonschema.validate(json.loads("".join(c.choices[0].delta.content or "" for c in stream if c.choices)), CAT)
+
+
+def test_tool_calls_round_trip_with_the_openai_client(client):
+    import jsonschema
+
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    r = client.chat.completions.create(model=MODEL, messages=messages, tools=[WEATHER], tool_choice="required",
+                                       max_tokens=100, seed=1)
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.function.name == "get_weather"
+    jsonschema.validate(json.loads(call.function.arguments), WEATHER["function"]["parameters"])
+    messages += [choice.message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature": 21})}]
+    r = client.chat.completions.create(model=MODEL, messages=messages, tools=[WEATHER], max_tokens=40, temperature=0)
+    assert r.choices[0].finish_reason in ("stop", "length") and r.choices[0].message.content.strip()
+    # tool_choice none: plain text, whatever the model writes
+    r = client.chat.completions.create(model=MODEL, messages=messages[:1], tools=[WEATHER], tool_choice="none",
+                                       max_tokens=20, temperature=0)
+    assert r.choices[0].message.tool_calls is None
+
+
+def test_streamed_tool_call_deltas(client):
+    import jsonschema
+
+    stream = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Is it cold in Oslo?"}], tools=[WEATHER],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}}, max_tokens=100, seed=3, stream=True)
+    calls: dict = {}
+    reasons, content = [], ""
+    for c in stream:
+        delta = c.choices[0].delta
+        content += delta.content or ""
+        for d in delta.tool_calls or []:
+            entry = calls.setdefault(d.index, {"id": None, "name": "", "arguments": ""})
+            entry["id"] = d.id or entry["id"]
+            entry["name"] += d.function.name or ""
+            entry["arguments"] += d.function.arguments or ""
+        if c.choices[0].finish_reason:
+            reasons.append(c.choices[0].finish_reason)
+    assert reasons == ["tool_calls"] and list(calls) == [0] and content == ""
+    assert calls[0]["name"] == "get_weather" and calls[0]["id"]
+    jsonschema.validate(json.loads(calls[0]["arguments"]), WEATHER["function"]["parameters"])
 
 
 def test_api_key(smollm2_path):

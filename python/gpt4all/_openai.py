@@ -5,9 +5,10 @@ Nothing here does I/O: ``server.py`` calls it and sends what it returns.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 
 class APIError(Exception):
@@ -136,11 +137,14 @@ def sampling(body: Mapping[str, Any], n_ctx: int) -> Sampling:
 
 @dataclass
 class ChatRequest:
-    messages: List[Dict[str, str]]
+    messages: List[Dict[str, Any]]
     sampling: Sampling
+    grammar: Optional[str] = None  # from response_format
+    tools: Optional[List[Dict[str, Any]]] = None
+    tool_choice: str = "none"  # "auto", "none", "required" or "function:NAME"
 
 
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 
 
 def _content(i: int, message: Mapping[str, Any]) -> str:
@@ -160,13 +164,94 @@ def _content(i: int, message: Mapping[str, Any]) -> str:
     raise bad(f"messages[{i}].content", f"messages[{i}].content must be a string or a list of text parts")
 
 
+def _response_format(fmt: Any) -> Optional[str]:
+    """The grammar for response_format, or None for text."""
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict):
+        raise bad("response_format", "'response_format' must be an object")
+    kind = fmt.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        from ._json_schema import JSON_OBJECT_GBNF
+
+        return JSON_OBJECT_GBNF
+    if kind == "json_schema":
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise bad("response_format.json_schema",
+                      "'response_format.json_schema' must be an object with a 'name' and a 'schema'")
+        from . import errors
+        from .gpt4all import schema_grammar
+
+        try:
+            return schema_grammar(spec.get("schema", {}))
+        except errors.GrammarError as e:
+            raise bad("response_format.json_schema.schema", str(e)) from None
+    raise bad("response_format", f"response_format type must be 'text', 'json_object' or 'json_schema', not {kind!r}")
+
+
+def _tools(body: Mapping[str, Any]) -> Tuple[Optional[List[Dict[str, Any]]], str]:
+    """The request's tools, checked, and its tool_choice as "auto", "none",
+    "required" or "function:NAME"."""
+    raw, choice = body.get("tools"), body.get("tool_choice")
+    if raw is None or raw == []:
+        if choice not in (None, "none"):
+            raise bad("tool_choice", "'tool_choice' needs 'tools'")
+        return None, "none"
+    if not isinstance(raw, list):
+        raise bad("tools", "'tools' must be a list")
+    from ._tool_calls import check_tools
+
+    try:
+        tools = check_tools(raw)
+    except ValueError as e:
+        raise bad("tools", str(e)) from None
+    if choice is None:
+        return tools, "auto"
+    if isinstance(choice, str) and choice in ("auto", "none", "required"):
+        return tools, choice
+    if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("function"), dict):
+        name = choice["function"].get("name")
+        if name in [t["function"]["name"] for t in tools]:
+            return tools, "function:" + name
+        raise bad("tool_choice", f"tool_choice names {name!r}, which is not one of the tools")
+    raise bad("tool_choice", "'tool_choice' must be 'none', 'auto', 'required' or "
+                             "{'type': 'function', 'function': {'name': ...}}")
+
+
+def _tool_calls(i: int, calls: Any) -> List[Dict[str, Any]]:
+    """An assistant message's tool_calls, with the arguments parsed."""
+    if not isinstance(calls, list):
+        raise bad(f"messages[{i}].tool_calls", f"messages[{i}].tool_calls must be a list")
+    out = []
+    for j, c in enumerate(calls):
+        fn = c.get("function") if isinstance(c, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise bad(f"messages[{i}].tool_calls", f"messages[{i}].tool_calls[{j}] must have a function with a name")
+        args = fn.get("arguments", "{}")
+        if isinstance(args, str):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except ValueError:
+                raise bad(f"messages[{i}].tool_calls",
+                          f"messages[{i}].tool_calls[{j}].function.arguments is not valid JSON") from None
+        if not isinstance(args, dict):
+            raise bad(f"messages[{i}].tool_calls", f"messages[{i}].tool_calls[{j}]: the arguments must be an object")
+        call_id = c.get("id")
+        out.append({"id": call_id if isinstance(call_id, str) else f"call{j}", "type": "function",
+                    "function": {"name": fn["name"], "arguments": args}})
+    return out
+
+
 def chat_request(body: Mapping[str, Any], n_ctx: int) -> ChatRequest:
-    _refuse(body, ("tools", "functions", "tool_choice", "function_call", "audio", "modalities", "prediction"),
-            "no tool calls or audio yet")
-    fmt = body.get("response_format")
-    if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
-        raise bad("response_format", "only response_format {'type': 'text'} is supported",
-                  code="unsupported_parameter")
+    _refuse(body, ("functions", "function_call", "audio", "modalities", "prediction"),
+            "use 'tools'; no audio")
+    grammar = _response_format(body.get("response_format"))
+    tools, choice = _tools(body)
+    if grammar is not None and choice not in ("none", "auto"):
+        raise bad("response_format", "a response_format cannot be combined with a required tool call")
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw:
         raise bad("messages", "'messages' must be a non-empty list")
@@ -177,11 +262,19 @@ def chat_request(body: Mapping[str, Any], n_ctx: int) -> ChatRequest:
         role = m.get("role")
         if role not in _ROLES:
             raise bad(f"messages[{i}].role", f"messages[{i}].role must be one of system, developer, user, "
-                                             f"assistant (tool messages are not supported yet), got {role!r}")
-        if m.get("tool_calls"):
-            raise bad(f"messages[{i}].tool_calls", "tool calls are not supported yet", code="unsupported_parameter")
-        messages.append({"role": _ROLES[role], "content": _content(i, m)})
-    return ChatRequest(messages, sampling(body, n_ctx))
+                                             f"assistant, tool, got {role!r}")
+        message: Dict[str, Any] = {"role": _ROLES[role], "content": _content(i, m)}
+        if role == "assistant" and m.get("tool_calls"):
+            message["tool_calls"] = _tool_calls(i, m["tool_calls"])
+        if role == "tool":
+            call_id = m.get("tool_call_id")
+            if not isinstance(call_id, str):
+                raise bad(f"messages[{i}].tool_call_id", f"messages[{i}] (a tool message) needs a 'tool_call_id'")
+            message["tool_call_id"] = call_id
+            if isinstance(m.get("name"), str):
+                message["name"] = m["name"]
+        messages.append(message)
+    return ChatRequest(messages, sampling(body, n_ctx), grammar, tools, choice)
 
 
 @dataclass
@@ -236,7 +329,7 @@ def model_name(body: Mapping[str, Any]) -> Optional[str]:
 
 def finish_reason(stop_reason: Optional[str], stopped_by_text: bool) -> str:
     """OpenAI's finish_reason for the engine's stop reason."""
-    if stopped_by_text or stop_reason in ("eog", "callback", None):
+    if stopped_by_text or stop_reason in ("eog", "callback", "no_allowed_token", None):
         return "stop"
     return "length"  # length, context_full; cancelled replies are not sent
 

@@ -13,7 +13,9 @@ from ._pyllmodel import GenerationStats, LLModel, list_devices
 from .templates import ChatFormatter
 
 ConfigType = Dict[str, Any]
-MessageType = Dict[str, str]
+MessageType = Dict[str, Any]
+ToolChoice = Union[str, Mapping[str, Any]]
+_TOOL_CHOICES = ("auto", "none", "required")
 
 
 def empty_response_callback(token_id: int, response: str) -> bool:
@@ -247,8 +249,9 @@ class GPT4All:
         session.history = history  # type: ignore[assignment]
 
     @contextmanager
-    def chat_session(self, system_prompt: Optional[str] = None,
-                     prompt_template: Optional[str] = None) -> Iterator["ChatSession"]:
+    def chat_session(self, system_prompt: Optional[str] = None, prompt_template: Optional[str] = None, *,
+                     tools: Optional[Sequence[Mapping[str, Any]]] = None,
+                     tool_choice: ToolChoice = "auto") -> Iterator["ChatSession"]:
         """A context in which [`generate`][gpt4all.GPT4All.generate] holds a conversation.
 
         Each session is a conversation of its own, with its own history and
@@ -264,8 +267,24 @@ class GPT4All:
                 default: the one in the model's config, if any.
             prompt_template: a template with ``{0}`` where each user message
                 goes, instead of the chat template stored in the model.
+            tools: functions the model may call, in OpenAI's shape
+                (``{"type": "function", "function": {"name", "description",
+                "parameters"}}``). They reach the model through its chat
+                template where the template takes ``tools``, else as
+                instructions added to the system prompt. A reply that calls
+                tools is recorded in the history with ``"tool_calls"``
+                (each with an ``id``, a ``name`` and the parsed
+                ``arguments``); answer it by passing the results to
+                ``generate`` as ``{"role": "tool", "tool_call_id", "content"}``
+                messages. See docs/structured-output.md.
+            tool_choice: ``"auto"`` (the model decides), ``"none"`` (no call
+                is looked for), ``"required"`` (every reply is a call to one
+                of the tools, forced by a grammar), or a tool's name (or
+                ``{"type": "function", "function": {"name": ...}}``) to force
+                a call to that tool. ``generate(tool_choice=...)`` overrides
+                it for one turn.
         """
-        session = ChatSession(self, system_prompt, prompt_template)
+        session = ChatSession(self, system_prompt, prompt_template, tools=tools, tool_choice=tool_choice)
         sessions = _open_sessions.get()
         token = _open_sessions.set({**sessions, id(self): session})
         try:
@@ -284,7 +303,8 @@ class GPT4All:
 
     # the sampling defaults are GenerationParams' (one definition for the
     # package and the C library); n_batch's 8 is the original's
-    def generate(self, prompt: str, *, max_tokens: int = GenerationParams.n_predict,
+    def generate(self, prompt: Union[str, Mapping[str, Any], Sequence[Mapping[str, Any]]], *,
+                 max_tokens: int = GenerationParams.n_predict,
                  temp: float = GenerationParams.temp, top_k: int = GenerationParams.top_k,
                  top_p: float = GenerationParams.top_p, min_p: float = GenerationParams.min_p,
                  repeat_penalty: float = GenerationParams.repeat_penalty,
@@ -292,13 +312,18 @@ class GPT4All:
                  n_predict: Optional[int] = None, streaming: bool = False,
                  callback: Callable[[int, str], bool] = empty_response_callback,
                  stop: Optional[Union[str, Sequence[str]]] = None,
-                 seed: Optional[int] = GenerationParams.seed) -> Union[str, Iterable[str]]:
+                 seed: Optional[int] = GenerationParams.seed, grammar: Optional[str] = None,
+                 json_schema: Optional[Mapping[str, Any]] = None,
+                 tool_choice: Optional[ToolChoice] = None) -> Union[str, Iterable[str]]:
         """Generates a reply to a prompt.
 
         Args:
             prompt: the prompt. Outside a chat session it goes to the model as
                 it is; inside one it becomes the next user message and the
-                whole conversation is formatted with the chat template.
+                whole conversation is formatted with the chat template. In a
+                session it may also be a message dict, or a list of them:
+                ``{"role": "tool", "tool_call_id": ..., "content": ...}``
+                answers a tool call (see ``chat_session(tools=...)``).
             max_tokens: the most tokens to generate.
             temp: randomness; 0 always picks the most likely token (greedy).
             top_k: sample only from the k most likely tokens (0: no limit).
@@ -320,12 +345,28 @@ class GPT4All:
                 are not part of the output).
             seed: a seed for reproducible sampling (any integer from 0 to
                 2**64); default: a fresh one.
+            grammar: a grammar in llama.cpp's GBNF syntax (start rule
+                ``root``) that the reply must follow.
+            json_schema: a JSON Schema (a dict) that the reply must be a JSON
+                document of. Only one of ``grammar`` and ``json_schema``.
+                With either, a reply that ends on its own is complete and
+                valid; one cut short (by ``max_tokens``, a stop string or the
+                callback) says so in ``last_generation.stop_reason``
+                (``"length"``, ``"callback"``) instead of ``"eog"``. A grammar
+                or schema that cannot be used raises ``GrammarError`` (a
+                ``ValueError``) naming where and why, before anything is
+                generated. See docs/structured-output.md.
+            tool_choice: in a session with tools, this turn's choice (see
+                ``chat_session``).
 
         Returns:
             The reply, or a generator of its pieces when ``streaming``.
         """
-        if not isinstance(prompt, str):
-            raise errors.InvalidArgumentError(f"prompt must be a str, not {type(prompt).__name__}")
+        session = self._session()
+        if not isinstance(prompt, str) and (session is None or not isinstance(prompt, (Mapping, list, tuple))):
+            raise errors.InvalidArgumentError(
+                f"prompt must be a str{' or message dicts' if session is not None else ''}, "
+                f"not {type(prompt).__name__}")
         n = n_predict if n_predict is not None else max_tokens
         check_int("max_tokens" if n_predict is None else "n_predict", n, 0)  # -1 (no limit) is not offered here
         # every other check, naming the parameter; outside a session the
@@ -335,6 +376,7 @@ class GPT4All:
         params = GenerationParams(n_predict=n, temp=temp, top_k=top_k, top_p=top_p, min_p=min_p,
                                   repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n, seed=seed,
                                   special=False)
+        messages = _turn_messages(prompt) if session is not None else None
         check_int("n_batch", n_batch, 1)  # accepted for compatibility; the engine's batches are used
         if not callable(callback):
             raise errors.InvalidArgumentError("callback must be callable")
@@ -343,21 +385,51 @@ class GPT4All:
             raise errors.InvalidArgumentError("stop must be a string or a list of strings")
         if self.model.closed:
             raise errors.ModelClosedError("the model is closed")
+        calls = session._tool_mode(tool_choice) if session is not None else None
+        if tool_choice is not None and session is None:
+            raise errors.InvalidArgumentError("tool_choice needs a chat session with tools")
+        gbnf = self._constraint(session, grammar, json_schema, calls)
+        if gbnf is not None:
+            params = dataclasses.replace(params, grammar=gbnf)
 
-        return self._generate(self._session(), prompt, params, callback, stops, streaming)
+        return self._generate(session, messages if messages is not None else prompt, params, callback, stops,
+                              streaming, calls)
 
-    def _generate(self, session: Optional["ChatSession"], prompt: str, params: GenerationParams,
-                  callback: Callable[[int, str], bool], stops: List[str],
-                  streaming: bool) -> Union[str, Iterable[str]]:
+    def _constraint(self, session: Optional["ChatSession"], grammar: Optional[str],
+                    json_schema: Optional[Mapping[str, Any]], calls: Optional[str]) -> Optional[str]:
+        """The GBNF grammar that constrains this reply, checked, or None."""
+        given = [name for name, v in (("grammar", grammar), ("json_schema", json_schema)) if v is not None]
+        if len(given) > 1:
+            raise errors.InvalidArgumentError("give grammar or json_schema, not both")
+        if given and calls not in (None, "none", "auto"):
+            raise errors.InvalidArgumentError(f"{given[0]} cannot be combined with a required tool call")
+        gbnf: Optional[str] = None
+        if grammar is not None:
+            if not isinstance(grammar, str):
+                raise errors.InvalidArgumentError(f"grammar must be a str, not {type(grammar).__name__}")
+            gbnf = grammar
+        elif json_schema is not None:
+            gbnf = schema_grammar(json_schema)
+        elif session is not None and calls not in (None, "none", "auto"):
+            gbnf = session._call_grammar(calls)
+        if gbnf is not None:
+            self.model.check_grammar(gbnf)
+        return gbnf
+
+    def _generate(self, session: Optional["ChatSession"], prompt: Union[str, List[MessageType]],
+                  params: GenerationParams, callback: Callable[[int, str], bool], stops: List[str],
+                  streaming: bool, calls: Optional[str] = None) -> Union[str, Iterable[str]]:
         """generate() once its arguments are checked: in session, or plain."""
         n = params.n_predict
         history = session.history if session is not None else None
         if session is not None and history is not None:
-            history.append({"role": "user", "content": prompt})
+            added = [prompt] if isinstance(prompt, str) else prompt
+            for message in added:
+                history.append({"role": "user", "content": message} if isinstance(message, str) else message)
             try:
                 model_prompt, n_keep = session._prompt(n)
             except BaseException:
-                history.pop()
+                del history[len(history) - len(added):]
                 raise
             add_special = False
             target: Any = session.conversation
@@ -374,8 +446,11 @@ class GPT4All:
         if history is not None:
             reply = history.record_reply()
 
+        n_added = len(added) if session is not None else 0
+        finish = session._finish_reply if session is not None and calls not in (None, "none") else None
         if streaming:
-            return self._stream(target, session, model_prompt, kwargs, callback, stops, history, reply)
+            return self._stream(target, session, model_prompt, kwargs, callback, stops, history, reply, n_added,
+                                finish)
         pieces: List[str] = []
         matcher = _StopMatcher(stops)
 
@@ -394,17 +469,20 @@ class GPT4All:
             if session is not None:
                 session.last_generation = self._last_stats
         except BaseException:
-            _rollback(history, reply)
+            _rollback(history, reply, n_added)
             raise
         tail = matcher.flush()
         if tail:
             pieces.append(tail)
             if reply is not None:
                 reply["content"] += tail
+        if finish is not None and reply is not None:
+            finish(reply)
         return "".join(pieces)
 
     def _stream(self, target: Any, session: Optional["ChatSession"], model_prompt: Any, kwargs: Dict[str, Any], callback: Callable[[int, str], bool],
-                stops: List[str], history: Optional[ChatHistory], reply: Optional[MessageType]) -> Iterator[str]:
+                stops: List[str], history: Optional[ChatHistory], reply: Optional[MessageType], n_added: int = 0,
+                finish: Optional[Callable[[MessageType], None]] = None) -> Iterator[str]:
         """Yields the reply's pieces as the model generates them.
 
         The generator drives the model itself, a token per step, on the
@@ -435,10 +513,12 @@ class GPT4All:
                     if reply is not None:
                         reply["content"] += tail
                     yield tail
+                if finish is not None and reply is not None:
+                    finish(reply)
             except GeneratorExit:
                 raise
             except BaseException:
-                _rollback(history, reply)
+                _rollback(history, reply, n_added)
                 raise
             finally:
                 # a stream that a later call ended is that call's business
@@ -464,7 +544,8 @@ class ChatSession:
     model did meanwhile.
     """
 
-    def __init__(self, gpt4all: "GPT4All", system_prompt: Optional[str], prompt_template: Optional[str]):
+    def __init__(self, gpt4all: "GPT4All", system_prompt: Optional[str], prompt_template: Optional[str], *,
+                 tools: Optional[Sequence[Mapping[str, Any]]] = None, tool_choice: ToolChoice = "auto"):
         if system_prompt is None:
             system_prompt = gpt4all.config.get("systemPrompt") or None
         model = gpt4all.model
@@ -477,6 +558,18 @@ class ChatSession:
                                         eos_token=model.token_text(info.eos), tokenizer=model)
         self._history = ChatHistory([{"role": "system", "content": system_prompt}] if system_prompt else [])
         self._skip = 0  # oldest turns dropped from the model's view to fit the context
+        #: The tools the model may call (checked copies), or None.
+        self.tools: Optional[List[Dict[str, Any]]] = None
+        if tools is not None:
+            from . import _tool_calls
+
+            try:
+                self.tools = _tool_calls.check_tools(tools) or None
+            except errors.GPT4AllError:
+                raise
+            except ValueError as e:
+                raise errors.InvalidArgumentError(f"tools: {e}") from None
+        self.tool_choice = self._tool_mode(tool_choice) if self.tools else "none"
         self.conversation = model.conversation()
         #: Counts and timings of this session's last turn.
         self.last_generation: Optional[GenerationStats] = None
@@ -504,6 +597,67 @@ class ChatSession:
         """Frees the session's cache; its history stays readable."""
         self.conversation.close()
 
+    @property
+    def tool_format(self) -> str:
+        """How this model writes tool calls: ``"hermes"``, ``"llama3"``,
+        ``"mistral"`` (read from its chat template), or ``"generic"``
+        (``<tool_call>`` blocks that the system prompt asks for, for
+        templates that know nothing of tools)."""
+        return self._formatter.tool_format
+
+    def _tool_mode(self, choice: Optional[ToolChoice]) -> Optional[str]:
+        """A tool_choice as "auto", "none", "required" or "function:NAME";
+        None: the session's own choice (or no tools at all)."""
+        if choice is None:
+            return getattr(self, "tool_choice", None) if self.tools else None
+        if isinstance(choice, Mapping):
+            fn = choice.get("function")
+            name = fn.get("name") if isinstance(fn, Mapping) else None
+            if choice.get("type") != "function" or not isinstance(name, str):
+                raise errors.InvalidArgumentError(
+                    "tool_choice as a dict must be {'type': 'function', 'function': {'name': ...}}")
+            choice = name
+        if not isinstance(choice, str):
+            raise errors.InvalidArgumentError(f"tool_choice must be a str or a dict, not {type(choice).__name__}")
+        if not self.tools:
+            if choice == "none":
+                return None
+            raise errors.InvalidArgumentError("tool_choice needs a chat session with tools")
+        if choice in _TOOL_CHOICES:
+            return choice
+        names = [t["function"]["name"] for t in self.tools]
+        if choice not in names:
+            raise errors.InvalidArgumentError(
+                f"tool_choice {choice!r} is neither 'auto', 'none', 'required' nor one of the tools: {', '.join(names)}")
+        return "function:" + choice
+
+    def _call_grammar(self, calls: str) -> str:
+        """The grammar that forces a call ("required", or "function:NAME")."""
+        from . import _tool_calls
+
+        assert self.tools
+        name = calls[len("function:"):] if calls.startswith("function:") else None
+        return _tool_calls.call_grammar(self.tools, self.tool_format, name=name)
+
+    def _finish_reply(self, reply: MessageType) -> None:
+        """Turns the tool calls in a finished reply into structured calls."""
+        from . import _tool_calls
+
+        if not self.tools:
+            return
+        content, calls = _tool_calls.parse_tool_calls(reply.get("content", ""), self.tool_format, self.tools)
+        if calls:
+            reply["content"] = content
+            reply["tool_calls"] = [c.to_message_dict() for c in calls]
+
+    @property
+    def last_tool_calls(self) -> List[Dict[str, Any]]:
+        """The tool calls of the last reply (``[]`` when it called none)."""
+        for m in reversed(self._history):
+            if m.get("role") == "assistant":
+                return list(m.get("tool_calls") or [])
+        return []
+
     def _prompt(self, max_tokens: int) -> tuple:
         """The token ids of the conversation, ready for a reply, and how many
         leading tokens (the system prompt) a shift must keep.
@@ -517,7 +671,7 @@ class ChatSession:
         n_ctx = self._gpt4all.model.info.n_ctx
         while True:
             view = system + turns[self._skip:]
-            tokens = self._formatter.tokens(view)  # message text never becomes control tokens
+            tokens = self._formatter.tokens(view, tools=self.tools)  # message text never becomes control tokens
             user_starts = [i for i, m in enumerate(turns) if m["role"] == "user" and i > self._skip]
             if len(tokens) + min(max_tokens, n_ctx // 4) <= n_ctx or not user_starts:
                 break
@@ -528,20 +682,66 @@ class ChatSession:
                 f"or the system prompt, or load the model with a larger n_ctx")
         n_keep = 0
         if system:
-            head = self._formatter.tokens(system)
+            head = self._formatter.tokens(system, tools=self.tools)
             while n_keep < min(len(head), len(tokens)) and head[n_keep] == tokens[n_keep]:
                 n_keep += 1
         return tokens, n_keep
 
 
-def _rollback(history: Optional[ChatHistory], reply: Optional[MessageType]) -> None:
-    """Takes a failed turn (its user message and empty reply) out of the history."""
+def _rollback(history: Optional[ChatHistory], reply: Optional[MessageType], n_added: int = 1) -> None:
+    """Takes a failed turn (the messages it added and its empty reply) out of the history."""
     if history is None or reply is None:
         return
     if history and history[-1] is reply:
         history.pop()
-        if history and history[-1].get("role") == "user":
-            history.pop()
+        if n_added > 0 and len(history) >= n_added:
+            del history[len(history) - n_added:]
+
+
+def _turn_messages(prompt: Union[str, Mapping[str, Any], Sequence[Mapping[str, Any]]]) -> List[MessageType]:
+    """A turn's new messages, checked: the prompt as a user message, or the
+    message dicts given (user messages and tool results)."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    items = [prompt] if isinstance(prompt, Mapping) else list(prompt)
+    if not items:
+        raise errors.InvalidArgumentError("the prompt has no messages")
+    out = []
+    for n, m in enumerate(items, 1):
+        if not isinstance(m, Mapping):
+            raise errors.InvalidArgumentError(f"prompt message {n} must be a dict, not {type(m).__name__}")
+        role, content = m.get("role"), m.get("content")
+        if role not in ("user", "tool"):
+            raise errors.InvalidArgumentError(f"prompt message {n} has role {role!r}; a turn adds 'user' or 'tool' messages")
+        if not isinstance(content, str):
+            if role == "tool" and content is not None:
+                import json
+
+                content = json.dumps(content, ensure_ascii=False)  # a tool's result given as data
+            else:
+                raise errors.InvalidArgumentError(f"prompt message {n} needs a string 'content'")
+        msg = {k: v for k, v in m.items() if k in ("role", "content", "tool_call_id", "name")}
+        msg["content"] = content
+        for key in ("tool_call_id", "name"):
+            if key in msg and not isinstance(msg[key], str):
+                raise errors.InvalidArgumentError(f"prompt message {n}: {key} must be a string")
+        out.append(msg)
+    return out
+
+
+def schema_grammar(schema: Mapping[str, Any]) -> str:
+    """The GBNF grammar of a JSON schema; ``GrammarError`` naming where and why
+    when the schema cannot be used."""
+    from . import _json_schema  # on first use: keeps `import gpt4all` cheap
+
+    if not isinstance(schema, (Mapping, bool)):
+        raise errors.GrammarError(f"json_schema must be a dict, not {type(schema).__name__}")
+    try:
+        return _json_schema.json_schema_to_gbnf(schema)
+    except errors.GPT4AllError:
+        raise
+    except (ValueError, RecursionError) as e:
+        raise errors.GrammarError(f"json_schema cannot be used: {e}") from None
 
 
 _verbose_handler = None

@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Dict, List, Optional
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -175,11 +175,28 @@ class Server:
                               param="model", code="model_not_found")
         return name
 
-    def _format(self, messages: List[Dict[str, str]]) -> List[int]:
+    def _format(self, messages: List[Dict[str, Any]], tools: Optional[List[Dict[str, Any]]] = None) -> List[int]:
         """The prompt's tokens (in a worker thread: the formatter is not shared between threads)."""
         assert self.formatter is not None
         with self._format_lock:
-            return self.formatter.tokens(messages)
+            return self.formatter.tokens(messages, tools=tools)
+
+    def _constraint(self, req: oa.ChatRequest, tools: Optional[List[Dict[str, Any]]]) -> Optional[str]:
+        """The request's grammar (response_format, or a required tool call),
+        checked against the model (in a worker thread)."""
+        gbnf, param = req.grammar, "response_format"
+        if tools and req.tool_choice not in ("auto", "none"):
+            from ._tool_calls import call_grammar
+
+            assert self.formatter is not None
+            name = req.tool_choice[len("function:"):] if req.tool_choice.startswith("function:") else None
+            gbnf, param = call_grammar(tools, self.formatter.tool_format, name=name), "tools"
+        if gbnf is not None:
+            try:
+                self.gpt4all.model.check_grammar(gbnf)
+            except errors.GrammarError as e:
+                raise oa.bad(param, str(e)) from None
+        return gbnf
 
     def _take_conversation(self, prompt: List[int]) -> Any:
         """The free conversation whose cache shares the longest start with prompt."""
@@ -234,13 +251,16 @@ class Server:
             req = oa.chat_request(body, self.gpt4all.model.info.n_ctx)
             if self.formatter is None:
                 raise oa.bad("messages", "this model has no chat template; use /v1/completions")
+            tools = req.tools if req.tool_choice != "none" else None
             try:
-                prompt = await run_in_threadpool(self._format, req.messages)
+                prompt = await run_in_threadpool(self._format, req.messages, tools)
             except errors.ChatTemplateError as e:
                 raise oa.bad("messages", f"the model's chat template failed on these messages: {e}") from None
+            grammar = await run_in_threadpool(self._constraint, req, tools)
         except oa.APIError as e:
             return _error(e)
-        return await self._complete(request, "chat.completion", name, prompt, req.sampling, "")
+        calls = (tools, self.formatter.tool_format) if tools else None
+        return await self._complete(request, "chat.completion", name, prompt, req.sampling, "", grammar, calls)
 
     async def completions(self, request: Request) -> Response:
         try:
@@ -284,7 +304,8 @@ class Server:
     # ------------------------------------------------------------ generation
 
     async def _complete(self, request: Request, kind: str, name: str, prompt: List[int], s: oa.Sampling,
-                        echo: str) -> Response:
+                        echo: str, grammar: Optional[str] = None,
+                        calls: Optional[Tuple[List[Dict[str, Any]], str]] = None) -> Response:
         n_ctx = self.gpt4all.model.info.n_ctx
         if len(prompt) >= n_ctx:
             return _error(oa.bad("messages" if kind == "chat.completion" else "prompt",
@@ -311,7 +332,7 @@ class Server:
         rid = ("chatcmpl-" if kind == "chat.completion" else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
         run = _Run(asyncio.get_running_loop(), s.stops)
-        params = dict(s.params, n_predict=max_tokens, context_shift=False)
+        params = dict(s.params, n_predict=max_tokens, context_shift=False, grammar=grammar)
         self._waiting += 1
         try:
             await self._slots.acquire()
@@ -341,7 +362,7 @@ class Server:
         task.add_done_callback(lambda _t: release())
 
         if s.stream:
-            return StreamingResponse(self._events(run, task, kind, rid, created, name, len(prompt), s, echo),
+            return StreamingResponse(self._events(run, task, kind, rid, created, name, len(prompt), s, echo, calls),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -363,24 +384,32 @@ class Server:
         text = "".join(pieces)
         reason = oa.finish_reason(stats.stop_reason, run.matcher.stopped)
         if kind == "chat.completion":
-            choice: Dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
-                                      "finish_reason": reason, "logprobs": None}
+            message: Dict[str, Any] = {"role": "assistant", "content": text}
+            found = _parse_calls(text, calls) if reason == "stop" else None
+            if found:
+                message = {"role": "assistant", "content": found[0] or None, "tool_calls": found[1]}
+                reason = "tool_calls"
+            choice: Dict[str, Any] = {"index": 0, "message": message, "finish_reason": reason, "logprobs": None}
         else:
             choice = {"index": 0, "text": text, "finish_reason": reason, "logprobs": None}
         return JSONResponse({"id": rid, "object": kind, "created": created, "model": name, "choices": [choice],
                              "usage": oa.usage(len(prompt), stats.n_generated)})
 
     async def _events(self, run: _Run, task: "asyncio.Future[Any]", kind: str, rid: str, created: int, name: str,
-                      n_prompt: int, s: oa.Sampling, echo: str) -> AsyncIterator[str]:
+                      n_prompt: int, s: oa.Sampling, echo: str,
+                      calls: Optional[Tuple[List[Dict[str, Any]], str]] = None) -> AsyncIterator[str]:
         chunk_kind = "chat.completion.chunk" if kind == "chat.completion" else "text_completion"
 
-        def chunk(delta: Optional[str], reason: Optional[str] = None, first: bool = False) -> str:
+        def chunk(delta: Optional[str], reason: Optional[str] = None, first: bool = False,
+                  tool_calls: Optional[List[Dict[str, Any]]] = None) -> str:
             if kind == "chat.completion":
                 d: Dict[str, Any] = {}
                 if first:
                     d["role"] = "assistant"
                 if delta is not None:
                     d["content"] = delta
+                if tool_calls is not None:
+                    d["tool_calls"] = tool_calls
                 choice: Dict[str, Any] = {"index": 0, "delta": d, "finish_reason": reason, "logprobs": None}
             else:
                 choice = {"index": 0, "text": delta or "", "finish_reason": reason, "logprobs": None}
@@ -390,13 +419,24 @@ class Server:
                 obj["usage"] = None
             return f"data: {json.dumps(obj)}\n\n"
 
+        text, sent = "", 0  # with tools: the reply so far, and how much of it went out as content
         try:
             yield chunk("" if kind == "chat.completion" else echo, first=True)
             while True:
                 piece = await run.queue.get()
                 if piece is None:
                     break
-                yield chunk(piece)
+                if calls is None:
+                    yield chunk(piece)
+                    continue
+                # text that is or may become a tool call is held until the reply is complete
+                from ._tool_calls import content_end
+
+                text += piece
+                end = content_end(text, calls[1])
+                if end > sent:
+                    yield chunk(text[sent:end])
+                    sent = end
             try:
                 stats = await task
             except Exception as e:  # noqa: BLE001 (sent as an error event)
@@ -404,9 +444,19 @@ class Server:
                 yield f"data: {json.dumps(err.body())}\n\n"
                 return
             tail = run.matcher.flush()
-            if tail:
+            reason = oa.finish_reason(stats.stop_reason, run.matcher.stopped)
+            if calls is not None:
+                text += tail
+                found = _parse_calls(text, calls) if reason == "stop" else None
+                if found:
+                    deltas = [dict(c, index=i) for i, c in enumerate(found[1])]
+                    yield chunk(None, tool_calls=deltas)
+                    reason = "tool_calls"
+                else:
+                    tail = text[sent:]
+            if tail and not (calls is not None and reason == "tool_calls"):
                 yield chunk(tail)
-            yield chunk(None, oa.finish_reason(stats.stop_reason, run.matcher.stopped))
+            yield chunk(None, reason)
             if s.include_usage:
                 obj = {"id": rid, "object": chunk_kind, "created": created, "model": name, "choices": [],
                        "usage": oa.usage(n_prompt, stats.n_generated)}
@@ -415,6 +465,21 @@ class Server:
         finally:
             # the client went away (or the reply is complete): stop generating now
             run.cancelled.set()
+
+
+def _parse_calls(text: str, calls: Optional[Tuple[List[Dict[str, Any]], str]]
+                 ) -> Optional[Tuple[str, List[Dict[str, Any]]]]:
+    """The content and OpenAI-shaped tool calls of a complete reply, or None
+    when it calls no tool."""
+    if calls is None:
+        return None
+    from ._tool_calls import parse_tool_calls
+
+    content, found = parse_tool_calls(text, calls[1], calls[0])
+    if not found:
+        return None
+    return content.strip(), [{"id": c.id, "type": "function",
+                              "function": {"name": c.name, "arguments": c.arguments_json}} for c in found]
 
 
 async def _wait_disconnect(request: Request, run: _Run) -> None:

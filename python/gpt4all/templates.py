@@ -48,17 +48,27 @@ def _checked_messages(messages: Sequence[Mapping[str, Any]]) -> List[Dict[str, A
     for n, m in enumerate(messages, 1):
         if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
             raise errors.InvalidArgumentError(f"message {n} must be a dict with a string 'role' and 'content'")
+        calls = m.get("tool_calls")
+        if calls is not None and not (isinstance(calls, list) and all(isinstance(c, Mapping) for c in calls)):
+            raise errors.InvalidArgumentError(f"message {n}: tool_calls must be a list of dicts")
         out.append(dict(m))
     return out
 
 
 def _render(source: str, messages: List[Dict[str, Any]], bos_token: str, eos_token: str,
-            add_generation_prompt: bool) -> str:
+            add_generation_prompt: bool, tools: Optional[List[Dict[str, Any]]] = None) -> str:
     from . import _jinja  # imported on first use: keeps `import gpt4all` cheap
 
     size = len(bos_token) + len(eos_token) + sum(len(v) for m in messages for v in m.values() if isinstance(v, str))
+    extra: Dict[str, Any] = {}
+    if tools:
+        import json
+
+        # tool definitions and calls are input too: the limits scale with them
+        size += len(json.dumps(tools)) + sum(len(json.dumps(m.get("tool_calls") or [])) for m in messages)
+        extra["tools"] = tools
     return _jinja.render(source, size, messages=messages, add_generation_prompt=add_generation_prompt,
-                         bos_token=bos_token, eos_token=eos_token)
+                         bos_token=bos_token, eos_token=eos_token, **extra)
 
 
 def compile_jinja(source: str) -> None:
@@ -141,9 +151,10 @@ def _locate(real: str, contents: List[str], has_special: Optional[Callable[[str]
     return segments
 
 
-def render_jinja_segments(source: str, messages: Sequence[Mapping[str, str]], *, bos_token: str, eos_token: str,
+def render_jinja_segments(source: str, messages: Sequence[Mapping[str, Any]], *, bos_token: str, eos_token: str,
                           add_generation_prompt: bool = True,
-                          has_special: Optional[Callable[[str], bool]] = None) -> List[Segment]:
+                          has_special: Optional[Callable[[str], bool]] = None,
+                          tools: Optional[List[Dict[str, Any]]] = None) -> List[Segment]:
     """Renders a Jinja chat template into markup and content segments.
 
     The template renders twice: as is, and with each content replaced by a
@@ -155,14 +166,14 @@ def render_jinja_segments(source: str, messages: Sequence[Mapping[str, str]], *,
     """
     msgs = _checked_messages(messages)
     contents = [m["content"] for m in msgs]
-    real = _render(source, msgs, bos_token, eos_token, add_generation_prompt)
+    real = _render(source, msgs, bos_token, eos_token, add_generation_prompt, tools)
     texts = [*contents, bos_token, eos_token]
     mark = str(secrets.randbits(48))
     while any("\ue000" + mark in s for s in texts):
         mark = str(secrets.randbits(48))  # a content that holds the mark could not be told from it
     masked_msgs = [dict(m, content=f"\ue000{mark}:{i}\ue001") for i, m in enumerate(msgs)]
     try:
-        masked: Optional[str] = _render(source, masked_msgs, bos_token, eos_token, add_generation_prompt)
+        masked: Optional[str] = _render(source, masked_msgs, bos_token, eos_token, add_generation_prompt, tools)
     except errors.ChatTemplateError:
         masked = None  # the template looks at the contents (and refuses a sentinel)
     segments = _align(real, masked, mark, contents) if masked is not None else None
@@ -252,24 +263,81 @@ class ChatFormatter:
         self.eos_token = eos_token
         self.tokenizer = tokenizer
         self._is_control: Dict[int, bool] = {}
+        self._takes_tools: Optional[bool] = None
         self._piece_tokens: Dict[Tuple[str, bool], List[int]] = {}  # a conversation's pieces recur every turn
 
-    def format(self, messages: Sequence[Mapping[str, str]]) -> str:
+    @property
+    def template_takes_tools(self) -> bool:
+        """Whether the chat template renders tools itself (its ``tools`` variable)."""
+        if self._takes_tools is None:
+            from . import _tool_calls
+
+            self._takes_tools = self.prompt_template is None and _tool_calls.template_uses_tools(self.jinja_source)
+        return self._takes_tools
+
+    @property
+    def tool_format(self) -> str:
+        """How the model writes tool calls (see ``_tool_calls.detect_format``):
+        "generic" unless the template renders tools itself."""
+        from . import _tool_calls
+
+        return _tool_calls.detect_format(self.jinja_source) if self.template_takes_tools else "generic"
+
+    def _with_tools(self, messages: Sequence[Mapping[str, Any]],
+                    tools: Optional[List[Dict[str, Any]]]) -> Tuple[List[Dict[str, Any]], Optional[List[Dict[str, Any]]]]:
+        """The messages and tools to render: as they are for a template that
+        renders tools, else tools described in the system prompt and calls
+        and results written out as text."""
+        msgs = [dict(m) for m in messages]
+        has_tool_parts = any(m.get("tool_calls") or m.get("role") == "tool" for m in msgs)
+        if self.template_takes_tools:
+            if tools or has_tool_parts:
+                from . import _tool_calls
+
+                msgs = _tool_calls.template_messages(msgs)  # arguments as dicts: templates apply tojson
+                self._check_calls(msgs)
+            return msgs, tools
+        if not tools and not has_tool_parts:
+            return msgs, None
+        from . import _tool_calls
+
+        if tools:
+            system = msgs[0]["content"] if msgs and msgs[0].get("role") == "system" else None
+            prompt = _tool_calls.generic_system_prompt(tools, system)
+            msgs = [{"role": "system", "content": prompt}] + (msgs[1:] if system is not None else msgs)
+        return _tool_calls.generic_messages(msgs), None
+
+    def _check_calls(self, msgs: List[Dict[str, Any]]) -> None:
+        """A template renders tool calls' arguments as markup, where special-token
+        text would become control tokens: refuse such a call."""
+        import json
+
+        for n, m in enumerate(msgs, 1):
+            for call in m.get("tool_calls") or []:
+                if self.tokenizer is not None and self._has_special(json.dumps(call, ensure_ascii=False)):
+                    raise errors.ChatTemplateError(
+                        f"message {n} has a tool call whose text spells a special token of the model; the "
+                        f"conversation is refused rather than read as control tokens")
+
+    def format(self, messages: Sequence[Mapping[str, Any]], tools: Optional[List[Dict[str, Any]]] = None) -> str:
         """The prompt text of a conversation."""
+        messages, tools = self._with_tools(messages, tools)
         if self.prompt_template is not None:
             return render_legacy(self.prompt_template, messages)
         assert self.jinja_source is not None
-        return render_jinja(self.jinja_source, messages, bos_token=self.bos_token, eos_token=self.eos_token)
+        return _render(self.jinja_source, _checked_messages(messages), self.bos_token, self.eos_token, True, tools)
 
-    def segments(self, messages: Sequence[Mapping[str, str]]) -> List[Segment]:
+    def segments(self, messages: Sequence[Mapping[str, Any]],
+                 tools: Optional[List[Dict[str, Any]]] = None) -> List[Segment]:
         """The prompt of a conversation as markup and content segments."""
+        messages, tools = self._with_tools(messages, tools)
         if self.prompt_template is not None:
             return render_legacy_segments(self.prompt_template, messages)
         assert self.jinja_source is not None
         return render_jinja_segments(self.jinja_source, messages, bos_token=self.bos_token,
-                                     eos_token=self.eos_token, has_special=self._has_special)
+                                     eos_token=self.eos_token, has_special=self._has_special, tools=tools)
 
-    def tokens(self, messages: Sequence[Mapping[str, str]]) -> List[int]:
+    def tokens(self, messages: Sequence[Mapping[str, Any]], tools: Optional[List[Dict[str, Any]]] = None) -> List[int]:
         """The token ids of a conversation's prompt, ready for a reply.
 
         Markup is tokenized with special tokens parsed, contents without.
@@ -282,7 +350,7 @@ class ChatFormatter:
         tok = self.tokenizer
         if tok is None:
             raise errors.InvalidArgumentError("this ChatFormatter has no tokenizer")
-        segments = self.segments(messages)
+        segments = self.segments(messages, tools)
         cache = self._piece_tokens
         if len(cache) > _PIECE_CACHE:
             cache.clear()
