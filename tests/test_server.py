@@ -485,9 +485,9 @@ def test_chat_page_is_served(server):
 
 # ------------------------------------------------------------ the command line
 
-def cli(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def cli(*args: str, stdin: str | None = None, timeout: float = 120, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "gpt4all", *args], input=stdin, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, cwd=cwd)
 
 
 def test_cli_generate(smollm2_path):
@@ -524,6 +524,9 @@ def test_cli_mistakes_are_one_line(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     r = cli("models", "download", "--offline")
     assert r.returncode == 1 and "name the model" in r.stderr
+    # no abbreviations: --model is not taken for --model-path (it made a folder named after the model)
+    r = cli("serve", "--model", "SmolLM2-135M-Instruct.Q4_1.gguf", cwd=tmp_path)
+    assert r.returncode == 2 and "unrecognized arguments: --model" in r.stderr and not list(tmp_path.iterdir())
     for command in ("chat", "generate", "models", "embed", "serve"):
         h = cli(command, "--help")
         assert h.returncode == 0 and "--model-path" in h.stdout and "--n-ctx" in h.stdout

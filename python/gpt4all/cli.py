@@ -46,10 +46,11 @@ def _positive(text: str) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="gpt4all", description="Run language models locally.")
+    # no abbreviations: `--model X` must not quietly mean `--model-path X`
+    ap = argparse.ArgumentParser(prog="gpt4all", description="Run language models locally.", allow_abbrev=False)
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("chat", help="chat with a model in the terminal",
+    p = sub.add_parser("chat", allow_abbrev=False, help="chat with a model in the terminal",
                        description="Chat in the terminal with streamed replies. Commands at the prompt: /reset "
                                    "(forget the conversation), /system TEXT (a new system prompt, and reset), "
                                    "/exit. End a line with a backslash to go on on the next line. Ctrl-C stops "
@@ -60,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--temp", type=float, default=None, help="sampling temperature (0: greedy)")
     _common(p)
 
-    p = sub.add_parser("generate", help="one completion of a prompt",
+    p = sub.add_parser("generate", allow_abbrev=False, help="one completion of a prompt",
                        description="Completes one prompt (the text as given, no chat template) and prints it.")
     p.add_argument("prompt", help='the prompt, or "-" to read it from standard input')
     p.add_argument("-m", "--model", help="model file or registry name (default: the registry's default)")
@@ -68,14 +69,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--temp", type=float, default=None, help="sampling temperature (0: greedy)")
     _common(p)
 
-    p = sub.add_parser("models", help="list the models registry, or download a model",
+    p = sub.add_parser("models", allow_abbrev=False, help="list the models registry, or download a model",
                        description="Lists the registry's models and which are on disk; 'models download NAME' "
                                    "fetches one (with a progress bar).")
     p.add_argument("action", nargs="?", choices=["list", "download"], default="list")
     p.add_argument("name", nargs="?", help="the model to download")
     _common(p)
 
-    p = sub.add_parser("embed", help="print the embeddings of texts as JSON",
+    p = sub.add_parser("embed", allow_abbrev=False, help="print the embeddings of texts as JSON",
                        description="Prints one JSON list of vectors, one per TEXT.")
     p.add_argument("texts", nargs="+", metavar="TEXT")
     p.add_argument("-m", "--model", help="embedding model (default: all-MiniLM-L6-v2.gguf2.f16.gguf)")
@@ -83,7 +84,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dimensionality", type=_positive, help="Matryoshka size (nomic-embed-text-v1.5)")
     _common(p)
 
-    p = sub.add_parser("serve", help="serve a model over OpenAI's HTTP API",
+    p = sub.add_parser("serve", allow_abbrev=False, help="serve a model over OpenAI's HTTP API",
                        description="An OpenAI-compatible server (/v1/chat/completions, /v1/completions, "
                                    "/v1/embeddings, /v1/models) with a chat page at /. Concurrent requests are "
                                    "decoded together. SIGTERM or Ctrl-C stops taking requests and lets the "
