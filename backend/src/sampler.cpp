@@ -9,9 +9,9 @@ namespace llmodel {
 TokenSampler::TokenSampler(const llama_vocab *vocab, int32_t n_ctx, const llmodel_generate_params &p,
                            const std::vector<llama_token> &history, llama_sampler *grammar,
                            const std::vector<llama_token> &named_tokens)
-    : n_vocab_(llama_vocab_n_tokens(vocab)), repeat_penalty_(p.repeat_penalty),
+    : vocab_(vocab), n_vocab_(llama_vocab_n_tokens(vocab)), repeat_penalty_(p.repeat_penalty),
       frequency_penalty_(p.frequency_penalty), presence_penalty_(p.presence_penalty), greedy_(p.temp <= 0.0f),
-      grammar_(grammar), top_k_(p.top_k), temp_(p.temp) {
+      grammar_(grammar), top_k_(p.top_k), temp_(p.temp), top_p_(p.top_p), min_p_(p.min_p) {
     // the window never needs to be longer than the context
     const int32_t last_n = p.repeat_last_n < 0 ? n_ctx : std::min(p.repeat_last_n, n_ctx);
     const bool any_penalty = repeat_penalty_ != 1.0f || frequency_penalty_ != 0.0f || presence_penalty_ != 0.0f;
@@ -37,6 +37,9 @@ TokenSampler::TokenSampler(const llama_vocab *vocab, int32_t n_ctx, const llmode
             }
         }
         candidates_.resize(static_cast<size_t>(n_vocab_));
+        // a grammar that names tokens matches them by id, not by their text:
+        // the first-byte test below would not hold for them
+        by_first_byte_ = named_tokens.empty();
     }
     if (!greedy_) {
         llama_sampler_chain_params cp = llama_sampler_chain_default_params();
@@ -99,42 +102,114 @@ void TokenSampler::fill_candidates(const float *logits) {
     for (llama_token i = 0; i < n_vocab_; ++i) candidates_[i] = llama_token_data{i, adjusted(i, logits[i]), 0.0f};
 }
 
+// Whether the tokens not yet read can change what the truncation keeps of
+// the allowed tokens found (kept of them, in order, at the front of
+// candidates_; every unread token has a logit of at most `cut`, and at most
+// `unread` of them can pass top-k). Top-p keeps the shortest prefix whose
+// probability reaches top_p, at temperature 1, over a total that the unread
+// tokens can only raise: when that prefix is the same with their largest
+// possible share as with none, they cannot matter (exact). Without top-p,
+// min-p drops every unread token when cut is below min_p times the best; and
+// without either, they may be left out when they could hold at most a
+// thousandth of the probability mass (at temp, or 1 where lower).
+bool TokenSampler::unread_irrelevant(size_t kept, float cut, size_t unread) const {
+    const float best = candidates_[0].logit;
+    if (top_p_ < 1.0f) {
+        double mass = 0.0;
+        for (size_t i = 0; i < kept; ++i) mass += std::exp(static_cast<double>(candidates_[i].logit - best));
+        const double rest = static_cast<double>(unread) * std::exp(static_cast<double>(cut - best));
+        double cum = 0.0;
+        size_t low = 0, high = 0; // the prefixes top-p keeps with no unread share, and with the largest
+        for (size_t i = 0; i < kept && !high; ++i) {
+            cum += std::exp(static_cast<double>(candidates_[i].logit - best));
+            if (!low && cum >= top_p_ * mass) low = i + 1;
+            if (cum >= top_p_ * (mass + rest)) high = i + 1;
+        }
+        return high != 0 && high == low;
+    }
+    if (min_p_ > 0.0f) return std::exp(static_cast<double>(cut - best)) < min_p_;
+    const double t = std::max(temp_, 1.0f);
+    double mass = 0.0;
+    for (size_t i = 0; i < kept; ++i) mass += std::exp((candidates_[i].logit - best) / t);
+    return static_cast<double>(unread) * std::exp((cut - best) / t) <= 1e-3 * mass;
+}
+
 // Keeps, at the front of candidates_, the allowed tokens among the most
 // likely, in order, and returns their number: at least `needed` of them
-// where that many exist, or fewer once every token not yet read could hold
-// at most a thousandth of the probability mass of those found (at the
-// temperature of the truncation stages, or temp where higher); every token
-// left out is less likely than every token kept. Reading the candidates in
-// growing chunks from the most likely down spares most of the vocabulary the
-// grammar's test, which costs about 0.2 us a token.
+// (what top-k keeps; one for greedy) where that many exist, or fewer once the
+// tokens not yet read cannot change the choice (unread_irrelevant); every
+// token left out is less likely than every token kept. Reading the
+// candidates in growing chunks from the most likely down spares most of the
+// vocabulary the grammar's test, which costs about 0.2 us a token.
+// Groups the vocabulary by the first byte of each token's text, with a
+// token whose text is that byte alone where there is one: when the grammar
+// rejects that one-byte token, it rejects every token of the group (it reads
+// text a byte sequence at a time), so one test stands for the whole group.
+void TokenSampler::group_by_first_byte() {
+    first_byte_.assign(static_cast<size_t>(n_vocab_), -1);
+    probe_.assign(256, LLAMA_TOKEN_NULL);
+    char buf[256];
+    for (llama_token t = 0; t < n_vocab_; ++t) {
+        if (llama_vocab_is_eog(vocab_, t) || (llama_vocab_get_attr(vocab_, t) & LLAMA_TOKEN_ATTR_CONTROL)) continue;
+        const int32_t len = llama_token_to_piece(vocab_, t, buf, sizeof buf, 0, true);
+        if (len <= 0) continue; // empty, or longer than any test needs: checked alone
+        const auto b = static_cast<unsigned char>(buf[0]);
+        first_byte_[static_cast<size_t>(t)] = b;
+        if (len == 1 && probe_[b] == LLAMA_TOKEN_NULL) probe_[b] = t;
+    }
+    grouped_ = true;
+}
+
+// Keeps, at the front of candidates_, the allowed tokens among the most
+// likely, in order, and returns their number: at least `needed` of them
+// (what top-k keeps; one for greedy) where that many exist, or fewer once the
+// tokens not yet read cannot change the choice (unread_irrelevant); every
+// token left out is less likely than every token kept. Reading the
+// candidates in growing chunks from the most likely down, and skipping the
+// groups whose first byte the grammar rejects, spares most of the
+// vocabulary the grammar's test, which costs about 0.2 us a token.
 size_t TokenSampler::constrain(size_t needed) {
     auto more_likely = [](const llama_token_data &a, const llama_token_data &b) {
         return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
     };
+    bool rejected[256] = {};
+    if (by_first_byte_) {
+        if (!grouped_) group_by_first_byte();
+        scratch_.clear();
+        for (llama_token t : probe_) {
+            if (t != LLAMA_TOKEN_NULL) scratch_.push_back(llama_token_data{t, 0.0f, 0.0f});
+        }
+        llama_token_data_array cur = {scratch_.data(), scratch_.size(), -1, false};
+        llama_sampler_apply(grammar_.get(), &cur);
+        for (size_t i = 0; i < scratch_.size(); ++i) {
+            if (scratch_[i].logit == -INFINITY) rejected[first_byte_[static_cast<size_t>(scratch_[i].id)]] = true;
+        }
+    }
     const size_t n = candidates_.size();
-    const double t = std::max(temp_, 1.0f);
     size_t kept = 0, begin = 0, chunk = std::max<size_t>(256, needed * 4);
-    float best = -INFINITY;
-    double mass = 0.0; // of the tokens kept, relative to the best
     while (begin < n && kept < needed) {
         const size_t end = std::min(n, begin + chunk);
         // the next most likely `chunk`, in order (selection is linear; a heap over the vocabulary is not)
         if (end < n) std::nth_element(candidates_.begin() + begin, candidates_.begin() + end - 1, candidates_.end(), more_likely);
         std::sort(candidates_.begin() + begin, candidates_.begin() + end, more_likely);
         const float cut = candidates_[end - 1].logit; // no token not yet read is more likely
-        llama_token_data_array cur = {candidates_.data() + begin, end - begin, -1, true};
-        llama_sampler_apply(grammar_.get(), &cur);
+        scratch_.clear();
         for (size_t i = begin; i < end; ++i) {
-            if (candidates_[i].logit == -INFINITY) continue;
-            if (kept == 0) best = candidates_[i].logit;
-            mass += std::exp((candidates_[i].logit - best) / t);
-            candidates_[kept++] = candidates_[i];
+            const llama_token_data &c = candidates_[i];
+            if (c.logit == -INFINITY) continue;
+            if (by_first_byte_) {
+                const int16_t b = first_byte_[static_cast<size_t>(c.id)];
+                if (b >= 0 && rejected[b]) continue;
+            }
+            scratch_.push_back(c);
+        }
+        llama_token_data_array cur = {scratch_.data(), scratch_.size(), -1, true};
+        if (!scratch_.empty()) llama_sampler_apply(grammar_.get(), &cur);
+        for (const llama_token_data &c : scratch_) {
+            if (c.logit != -INFINITY) candidates_[kept++] = c;
         }
         begin = end;
-        if (kept > 0 && kept < needed && begin < n) {
-            const double rest = static_cast<double>(std::min(n - begin, needed - kept)) * std::exp((cut - best) / t);
-            if (rest <= 1e-3 * mass) break;
-        }
+        if (kept > 0 && kept < needed && begin < n && unread_irrelevant(kept, cut, std::min(n - begin, needed - kept))) break;
         chunk *= 8; // a grammar that allows few tokens: read on in larger steps
     }
     return kept;

@@ -39,8 +39,9 @@ constexpr llama_token kNoAllowedToken = -2;
 // first). The filtering itself goes through the candidates from the most
 // likely down and stops once it has as many allowed tokens as the
 // truncation keeps (one for greedy, top_k), or once the tokens not yet read
-// could hold no more than a thousandth of the probability mass of those
-// found, so it rarely reads the whole vocabulary (which costs ~10 ms).
+// cannot change what top-p or min-p keep (or, with neither, could hold no
+// more than a thousandth of the probability mass of those found), so it
+// rarely reads the whole vocabulary (which costs ~10 ms).
 class TokenSampler {
 public:
     // history: the tokens before the first one sampled (the prompt), whose
@@ -64,8 +65,11 @@ private:
     bool allowed(llama_token t);
     void fill_candidates(const float *logits);
     size_t constrain(size_t needed);
+    bool unread_irrelevant(size_t kept, float cut, size_t unread) const;
+    void group_by_first_byte();
     llama_token sample_constrained(const float *logits);
 
+    const llama_vocab *vocab_;
     const llama_token n_vocab_;
     const float repeat_penalty_, frequency_penalty_, presence_penalty_;
     const bool greedy_;
@@ -76,8 +80,13 @@ private:
     std::unique_ptr<llama_sampler, SamplerChainDeleter> chain_; // truncation, temperature, draw
     std::unique_ptr<llama_sampler, SamplerChainDeleter> grammar_;
     const int32_t top_k_;
-    const float temp_;
+    const float temp_, top_p_, min_p_;
     std::vector<llama_token_data> candidates_;
+    std::vector<llama_token_data> scratch_;    // the candidates a grammar test reads
+    bool by_first_byte_ = false;               // skip groups whose first byte the grammar rejects
+    bool grouped_ = false;
+    std::vector<int16_t> first_byte_;          // per token; -1: tested alone
+    std::vector<llama_token> probe_;           // per byte: a token of that byte alone, or NULL
 };
 
 } // namespace llmodel
