@@ -102,6 +102,35 @@ def list_devices() -> List[Device]:
     return out
 
 
+def resolve_device(device: Optional[str], model_path: Union[str, Path], ngl: int) -> Optional[str]:
+    """The engine's name (``"CUDA0"``, ``"Vulkan1"``, ``"MTL0"``) of the device
+    a ``device=`` word chooses for this model, or None for the CPU; see
+    ``gpt4all._devices.select_device`` for the words.
+
+    A model file that cannot be read keeps the word as given, so that the
+    load reports the missing file first (the engine matches the word itself).
+    """
+    import platform
+    import sys
+
+    if device is not None and not isinstance(device, str):
+        raise errors.InvalidArgumentError(f"device must be a string or None, not {type(device).__name__}")
+    if device is None and not (sys.platform == "darwin" and platform.machine() == "arm64"):
+        return None  # the CPU: no need to list (and so wake) the GPUs
+    if device is not None and device.strip().lower() in ("", "cpu"):
+        return None
+    try:
+        size = os.path.getsize(model_path)
+    except (OSError, TypeError, ValueError):
+        return device
+    from ._devices import select_device
+
+    # fewer layers than GPT4All's default of 100 ("all") is a partial offload,
+    # whose share of the file is unknown before loading: no memory check then
+    chosen = select_device(device, list_devices(), model_size=size, check_memory=ngl < 0 or ngl >= 100)
+    return chosen.name if chosen is not None else None
+
+
 def cpu_variant() -> str:
     """The CPU backend variant in use, e.g. ``"haswell"``."""
     return native.decode(native.lib().llmodel_cpu_variant())
@@ -186,8 +215,9 @@ class LLModel:
         model_path: the ``.gguf`` file.
         n_ctx: context length of one conversation, in tokens.
         ngl: layers to offload to the GPU (only with a GPU ``device``).
-        device: ``None``/``"cpu"``, ``"gpu"``, a backend (``"cuda"``,
-            ``"vulkan"``, ``"metal"``), a vendor, or a device name.
+        device: as for [`GPT4All`][gpt4all.GPT4All]: ``None``, ``"cpu"``,
+            ``"gpu"``, a backend, ``"<backend>:<name>"``, a vendor or a
+            device name (see ``resolve_device``).
         n_threads: CPU threads; ``None`` means the number of physical cores;
             more than this machine's logical CPUs are capped to them.
         n_batch: most prompt tokens evaluated in one step.
@@ -213,7 +243,8 @@ class LLModel:
         params.n_batch = n_batch
         params.n_threads = thread_count(n_threads)
         params.n_gpu_layers = ngl
-        params.device = device.encode() if device else None
+        engine_device = resolve_device(device, model_path, ngl)
+        params.device = engine_device.encode() if engine_device else None
         params.use_mmap = use_mmap
         params.n_parallel = n_parallel
         params.f32_weights = bool(f32_weights)
@@ -865,7 +896,7 @@ class TokenStream:
 
 
 __all__ = ["LLModel", "Conversation", "TokenStream", "ModelInfo", "GenerationStats", "Device", "list_devices",
-           "cpu_variant", "physical_cores"]
+           "resolve_device", "cpu_variant", "physical_cores"]
 
 
 def _free_embedder(lib: ctypes.CDLL, handle: "ctypes._Pointer") -> None:

@@ -27,8 +27,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model options")
     g.add_argument("--model-path", metavar="DIR", help="the folder that holds model files (default: the user "
                                                         "cache folder, see gpt4all.models.default_model_dir)")
-    g.add_argument("--device", help='"cpu" (default), "gpu", a backend ("cuda", "vulkan", "metal"), a vendor or a '
-                                    "device name")
+    g.add_argument("--device", help='"cpu" (default; Metal on Apple silicon when the model fits), "gpu", a backend '
+                                    '("cuda", "vulkan"/"kompute", "metal"), "<backend>:<name>" as '
+                                    "GPT4All.list_gpus() gives it, a vendor or a device name")
     g.add_argument("--threads", type=_positive, metavar="N", help="CPU threads (default: the physical cores)")
     g.add_argument("--n-ctx", type=_positive, metavar="N", default=2048,
                    help="context length in tokens (default: %(default)s)")

@@ -71,6 +71,13 @@ class OutOfMemoryError(NativeError, MemoryError):
     """The weights or the context could not be allocated."""
 
 
+class DeviceMemoryError(OutOfMemoryError, NoDeviceError):
+    """The chosen GPU has less free memory than the model needs; the message
+    names both figures. Raised before loading, so nothing was allocated.
+    Also a ``NoDeviceError`` (a ``ValueError``), which is what the original
+    package raised when no GPU had room for the model."""
+
+
 class BackendError(NativeError):
     """The engine (llama.cpp/ggml) failed while computing: a failed step of
     the compute backend, such as a GPU error."""

@@ -110,9 +110,32 @@ class GPT4All:
         allow_download: fetch the model when it is not on disk.
         n_threads: CPU threads; default: the number of physical cores. More
             than this machine's logical CPUs are capped to them.
-        device: ``"cpu"`` (default), ``"gpu"`` for the best GPU, a backend
-            (``"cuda"``, ``"vulkan"``, ``"metal"``), a vendor (``"nvidia"``,
-            ``"amd"``, ``"intel"``) or a device name from [`list_gpus`][gpt4all.GPT4All.list_gpus].
+        device: where the model runs, as in the original package (case does
+            not matter):
+
+            - ``None`` (default): the CPU on Linux and Windows; on Apple
+              silicon Metal, unless the model file is 53% of the RAM or
+              more, then the CPU.
+            - ``"cpu"``: the CPU.
+            - ``"gpu"``: the best GPU (the most memory; the first listed on
+              a tie).
+            - a backend: ``"cuda"``, ``"vulkan"`` (``"kompute"`` is an
+              alias), ``"metal"``: the best GPU of that backend.
+            - ``"<backend>:<name>"`` as [`list_gpus`][gpt4all.GPT4All.list_gpus]
+              returns it (``"cuda:NVIDIA H100 80GB HBM3"``,
+              ``"kompute:<name>"``): that GPU.
+            - a vendor: ``"nvidia"``, ``"amd"``, ``"intel"``: the best GPU of
+              that vendor.
+            - a GPU's exact name (``"NVIDIA H100 80GB HBM3"``, or the engine's
+              ``"CUDA0"``).
+
+            A word that matches no GPU raises ``NoDeviceError`` listing the
+            GPUs there are. A GPU whose free memory is known to be less than
+            the model needs (the file's size plus 10% and 256 MiB for the
+            context and compute buffers; checked when every layer is
+            offloaded: ``ngl`` 100 or more) raises ``DeviceMemoryError``
+            naming both figures; for ``"gpu"``, a backend or a vendor the best
+            GPU with room is chosen. Nothing is printed either way.
         n_ctx: the context length in tokens (prompt and reply together).
         ngl: layers to offload to the GPU device.
         verbose: log what the engine does to stderr.
@@ -168,7 +191,9 @@ class GPT4All:
     @property
     def backend(self) -> str:
         """The backend the model runs on: ``"cpu"``, ``"cuda"``, ``"vulkan"`` or ``"metal"``."""
-        return self.model.info.backend.lower()
+        from ._devices import backend_word
+
+        return backend_word(self.model.info.backend)  # the engine says "MTL" for Metal
 
     @property
     def device(self) -> Optional[str]:
@@ -183,8 +208,21 @@ class GPT4All:
 
     @classmethod
     def list_gpus(cls) -> List[str]:
-        """The names of the GPU devices this machine offers (empty if none)."""
-        return [d.description for d in list_devices() if d.is_gpu]
+        """The GPUs this machine offers, as ``"<backend>:<name>"`` strings
+        that ``device=`` accepts back: ``["cuda:NVIDIA H100 80GB HBM3",
+        "vulkan:AMD Radeon Graphics (RADV GFX1103_R1)"]``.
+
+        The backend is ``"cuda"``, ``"vulkan"`` or ``"metal"`` (``"rocm"``
+        for a ROCm build); the name is the GPU's description, or the
+        engine's name (``"cuda:CUDA1"``) for a second GPU of one backend
+        with the same description.
+
+        Returns an empty list when there is no GPU (or this build has no GPU
+        backend); the original package raised ``ValueError`` then.
+        """
+        from ._devices import gpu_names
+
+        return gpu_names(list_devices())
 
     # ------------------------------------------------------------ models
 
@@ -584,7 +622,8 @@ class ChatSession:
         self._history = ChatHistory(messages)
         self._skip = 0
 
-    def generate(self, prompt: str, **kwargs: Any) -> Union[str, Iterable[str]]:
+    def generate(self, prompt: Union[str, Mapping[str, Any], Sequence[Mapping[str, Any]]],
+                 **kwargs: Any) -> Union[str, Iterable[str]]:
         """The next turn: as [`GPT4All.generate`][gpt4all.GPT4All.generate]
         in this session, whichever session is current."""
         token = _open_sessions.set({**_open_sessions.get(), id(self._gpt4all): self})
