@@ -230,24 +230,22 @@ def select_device(word: Optional[str], devices: Sequence["Device"], *, model_siz
         return None
     gpus = _gpus(devices)
 
+    def among(name: str, candidates: List["Device"]) -> Optional["Device"]:
+        # an exact name first, then "gpu", a backend or a vendor
+        exact = [d for d in candidates if name in (_norm(d.description), _norm(d.name))]
+        if exact:
+            return _pick(word, exact, checked, best=False)
+        generic = _generic(name, candidates)
+        return _pick(word, generic, checked) if generic else None
+
     # "<backend>:<name>" (and "<backend>:gpu", "<backend>:<vendor>")
     prefix, colon, rest = want.partition(":")
     if colon:
         backend = backend_word(prefix)
-        in_backend = [d for d in gpus if backend_word(d.backend) == backend]
-        rest = rest.strip()
-        exact = [d for d in in_backend if rest in (_norm(d.description), _norm(d.name))]
-        if exact:
-            return _pick(word, exact, checked, best=False)
-        generic = _generic(rest, in_backend)
-        if generic:
-            return _pick(word, generic, checked)
-
-    exact = [d for d in gpus if want in (_norm(d.description), _norm(d.name))]
-    if exact:
-        return _pick(word, exact, checked, best=False)
-
-    generic = _generic(want, gpus)
-    if generic:
-        return _pick(word, generic, checked)
+        chosen = among(rest.strip(), [d for d in gpus if backend_word(d.backend) == backend])
+        if chosen is not None:
+            return chosen
+    chosen = among(want, gpus)
+    if chosen is not None:
+        return chosen
     raise _no_device_error(word, devices)
