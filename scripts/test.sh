@@ -13,6 +13,11 @@ command -v qemu-x86_64 >/dev/null || need+=(qemu-user)
 command -v c++ >/dev/null || need+=(g++)
 command -v chromium >/dev/null || need+=(chromium)  # the server's chat page is tested in a browser
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+# the Vulkan backend: its shader compiler and headers, and Mesa's software driver (lavapipe) to run it on
+command -v glslc >/dev/null || need+=(glslc)
+[ -f /usr/include/vulkan/vulkan.hpp ] || need+=(libvulkan-dev)
+[ -d /usr/share/cmake/SPIRV-Headers ] || need+=(spirv-headers)
+ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || need+=(mesa-vulkan-drivers)
 if [ ${#need[@]} -gt 0 ]; then
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
@@ -42,8 +47,8 @@ cmake -S . -B build-native $(gen build-native) -DLLAMA_CPP_DIR="$TREE" -DLLMODEL
       -DLLMODEL_BUILD_TESTS=ON -DLLMODEL_TEST_MODEL="$MODEL" >/dev/null
 cmake --build build-native -j "$JOBS" --target llmodel_smoke
 
-# The default build: every CPU variant.
-cmake -S . -B build $(gen build) -DLLAMA_CPP_DIR="$TREE" -DLLMODEL_TEST_MODEL="$MODEL" \
+# The default build: every CPU variant, and the Vulkan module (run on lavapipe by tests/test_gpu_vulkan.py).
+cmake -S . -B build $(gen build) -DLLAMA_CPP_DIR="$TREE" -DLLMODEL_TEST_MODEL="$MODEL" -DLLMODEL_VULKAN=ON \
       -DLLMODEL_NATIVE_SMOKE="$ROOT/build-native/bin/llmodel_smoke" >/dev/null
 cmake --build build -j "$JOBS"
 
