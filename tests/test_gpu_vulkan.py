@@ -4,9 +4,9 @@ agreement with the CPU, embeddings, and silence where no GPU is chosen.
 
 ggml's Vulkan backend skips CPU-type Vulkan devices unless
 ``GGML_VK_VISIBLE_DEVICES`` names them (a software driver is slower than the
-CPU backend), so these checks run in child processes with it set; the rest
-of the suite sees no GPU. The build under test must have the Vulkan module
-(``scripts/test.sh`` builds it); a library without it fails here, not skips.
+CPU backend), so these checks run in child processes with it set, on the
+library in ``GPT4ALL_VULKAN_LIBRARY`` (``scripts/test.sh`` builds it in
+``build-vulkan/``); without it they fail, not skip.
 """
 from __future__ import annotations
 
@@ -18,9 +18,13 @@ import sys
 
 import pytest
 
-from conftest import run_python
-
 VISIBLE = {"GGML_VK_VISIBLE_DEVICES": "0"}
+
+
+def vulkan_env(**extra: str) -> dict:
+    lib = os.environ.get("GPT4ALL_VULKAN_LIBRARY")
+    assert lib, "set GPT4ALL_VULKAN_LIBRARY to a library folder built with -DLLMODEL_VULKAN=ON (scripts/test.sh does)"
+    return dict(os.environ, GPT4ALL_LIBRARY=lib, **extra)
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Water boils at"]
 AGREE = 6  # greedy tokens that must equal the CPU's; measured here: 6 (a digit of a number, where two
 #           candidates are nearly tied) to 24 (the same sums in another order round differently)
@@ -75,7 +79,7 @@ print("RESULT" + json.dumps(out))
 @pytest.fixture(scope="module")
 def vulkan(smollm2_path, minilm_path):
     r = subprocess.run([sys.executable, "-c", CHECKS, str(smollm2_path), str(minilm_path), json.dumps(PROMPTS)],
-                       capture_output=True, text=True, timeout=900, env=dict(os.environ, **VISIBLE))
+                       capture_output=True, text=True, timeout=900, env=vulkan_env(**VISIBLE))
     assert r.returncode == 0, r.stderr[-3000:]
     line = next(line for line in r.stdout.splitlines() if line.startswith("RESULT"))
     return json.loads(line[len("RESULT"):]), r.stderr
@@ -131,6 +135,6 @@ def test_without_a_usable_gpu_the_module_stays_silent(smollm2_path):
     code = (f"from gpt4all import GPT4All\n"
             f"m = GPT4All({smollm2_path.name!r}, model_path={str(smollm2_path.parent)!r}, allow_download=False)\n"
             f"print(GPT4All.list_gpus(), m.backend, repr(m.generate('Hi', max_tokens=3, temp=0)))\n")
-    r = run_python(code)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=vulkan_env())
     assert r.returncode == 0 and r.stderr == "", r.stderr
     assert r.stdout.startswith("[] cpu ")
