@@ -359,8 +359,13 @@ static void test_parking_and_growth(const char *path) {
                    jobs[i].n_tokens);
             CHECK(jobs[i].res.n_generated == 16 || jobs[i].res.stop_reason == LLMODEL_STOP_EOG, "long %d: %d tokens", i,
                   jobs[i].res.n_generated);
-            g_same += same_tokens(&jobs[i], &ref[i]);
-            g_compared += 1;
+            /* Not counted as batched runs equal to solo: these prompts are read
+             * in steps shared with each other, through the batched matmul, and
+             * part from solo after 6 to 16 tokens (on AVX-512 hosts), as the
+             * header says. Their replies must still start as solo ones do: a
+             * cache holding the wrong prompt parts at once. */
+            CHECK(common_prefix(&jobs[i], &ref[i]) >= 2, "long %d parts from solo at token %d", i,
+                  common_prefix(&jobs[i], &ref[i]));
         }
         for (i = 0; i < 4; ++i) llmodel_conversation_free(jobs[i].conv);
     }
