@@ -194,6 +194,9 @@ def test_errors_in_openais_shape(server, client):
     assert code == 400 and err["param"] == "tools"
     code, err = status({"messages": HELLO, "tool_choice": "required"})
     assert code == 400 and err["param"] == "tool_choice"
+    code, err = status({"messages": HELLO, "tools": [WEATHER],
+                        "tool_choice": {"type": "function", "function": {"name": "get_time"}}})
+    assert code == 400 and err["param"] == "tool_choice" and "get_weather" in err["message"]
     code, err = status({"messages": HELLO, "functions": [{"name": "f"}]})
     assert code == 400 and err["code"] == "unsupported_parameter"
     code, err = status({"messages": HELLO, "response_format": {"type": "json_schema", "json_schema": {

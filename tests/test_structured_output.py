@@ -297,6 +297,12 @@ def test_bad_tools_are_refused(smollm2):
         with smollm2.chat_session(tools=TOOLS, tool_choice="sometimes"):
             pass
     with smollm2.chat_session(tools=TOOLS):
+        for bad, named in [({"role": "tool", "content": {1, 2}}, "not JSON"), ({"role": "wizard", "content": "x"},
+                           "role"), ([], "no messages"), ({"role": "user"}, "content")]:
+            with pytest.raises(errors.InvalidArgumentError, match=named):
+                smollm2.generate(bad)
+        assert smollm2.current_chat_session == []
+    with smollm2.chat_session(tools=TOOLS):
         with pytest.raises(errors.InvalidArgumentError, match="json_schema cannot be combined|cannot be combined"):
             smollm2.generate("Hi", tool_choice="required", json_schema={"type": "string"})
 

@@ -202,23 +202,16 @@ def _tools(body: Mapping[str, Any]) -> Tuple[Optional[List[Dict[str, Any]]], str
         return None, "none"
     if not isinstance(raw, list):
         raise bad("tools", "'tools' must be a list")
-    from ._tool_calls import check_tools
+    from ._tool_calls import check_tools, tool_choice_mode
 
     try:
         tools = check_tools(raw)
     except ValueError as e:
         raise bad("tools", str(e)) from None
-    if choice is None:
-        return tools, "auto"
-    if isinstance(choice, str) and choice in ("auto", "none", "required"):
-        return tools, choice
-    if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("function"), dict):
-        name = choice["function"].get("name")
-        if name in [t["function"]["name"] for t in tools]:
-            return tools, "function:" + name
-        raise bad("tool_choice", f"tool_choice names {name!r}, which is not one of the tools")
-    raise bad("tool_choice", "'tool_choice' must be 'none', 'auto', 'required' or "
-                             "{'type': 'function', 'function': {'name': ...}}")
+    try:
+        return tools, tool_choice_mode("auto" if choice is None else choice, tools)
+    except ValueError as e:
+        raise bad("tool_choice", str(e)) from None
 
 
 def _tool_calls(i: int, calls: Any) -> List[Dict[str, Any]]:

@@ -88,6 +88,36 @@ def _invalid(message: str) -> ValueError:
     return errors.InvalidArgumentError(message)
 
 
+CHOICES = ("auto", "none", "required")
+
+
+def tool_choice_mode(choice: Any, tools: Sequence[Mapping[str, Any]]) -> str:
+    """A tool_choice (``"auto"``, ``"none"``, ``"required"``, a tool's name, or
+    OpenAI's ``{"type": "function", "function": {"name": ...}}``) as
+    ``"auto"``, ``"none"``, ``"required"`` or ``"function:NAME"``, for checked
+    ``tools``; ``InvalidArgumentError`` (a ValueError) naming the problem."""
+    if isinstance(choice, Mapping):
+        fn = choice.get("function")
+        name = fn.get("name") if isinstance(fn, Mapping) else None
+        if choice.get("type") != "function" or not isinstance(name, str):
+            raise _invalid("tool_choice as a dict must be {'type': 'function', 'function': {'name': ...}}")
+        choice = name
+    if not isinstance(choice, str):
+        raise _invalid(f"tool_choice must be a str or a dict, not {type(choice).__name__}")
+    if choice in CHOICES:
+        return choice
+    names = [t["function"]["name"] for t in tools]
+    if choice not in names:
+        raise _invalid(f"tool_choice {choice!r} is neither 'auto', 'none', 'required' nor one of the tools: "
+                       f"{', '.join(names) or '(none)'}")
+    return "function:" + choice
+
+
+def forced_tool(mode: str) -> Optional[str]:
+    """The tool a `tool_choice_mode` forces ("function:NAME"), else None."""
+    return mode[len("function:"):] if mode.startswith("function:") else None
+
+
 def check_tools(tools: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
     """Validates tools and returns normalized copies.
 

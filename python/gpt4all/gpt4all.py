@@ -15,7 +15,6 @@ from .templates import ChatFormatter
 ConfigType = Dict[str, Any]
 MessageType = Dict[str, Any]
 ToolChoice = Union[str, Mapping[str, Any]]
-_TOOL_CHOICES = ("auto", "none", "required")
 
 
 def empty_response_callback(token_id: int, response: str) -> bool:
@@ -649,34 +648,20 @@ class ChatSession:
         None: the session's own choice (or no tools at all)."""
         if choice is None:
             return getattr(self, "tool_choice", None) if self.tools else None
-        if isinstance(choice, Mapping):
-            fn = choice.get("function")
-            name = fn.get("name") if isinstance(fn, Mapping) else None
-            if choice.get("type") != "function" or not isinstance(name, str):
-                raise errors.InvalidArgumentError(
-                    "tool_choice as a dict must be {'type': 'function', 'function': {'name': ...}}")
-            choice = name
-        if not isinstance(choice, str):
-            raise errors.InvalidArgumentError(f"tool_choice must be a str or a dict, not {type(choice).__name__}")
         if not self.tools:
             if choice == "none":
                 return None
             raise errors.InvalidArgumentError("tool_choice needs a chat session with tools")
-        if choice in _TOOL_CHOICES:
-            return choice
-        names = [t["function"]["name"] for t in self.tools]
-        if choice not in names:
-            raise errors.InvalidArgumentError(
-                f"tool_choice {choice!r} is neither 'auto', 'none', 'required' nor one of the tools: {', '.join(names)}")
-        return "function:" + choice
+        from . import _tool_calls
+
+        return _tool_calls.tool_choice_mode(choice, self.tools)
 
     def _call_grammar(self, calls: str) -> str:
         """The grammar that forces a call ("required", or "function:NAME")."""
         from . import _tool_calls
 
         assert self.tools
-        name = calls[len("function:"):] if calls.startswith("function:") else None
-        return _tool_calls.call_grammar(self.tools, self.tool_format, name=name)
+        return _tool_calls.call_grammar(self.tools, self.tool_format, name=_tool_calls.forced_tool(calls))
 
     def _finish_reply(self, reply: MessageType) -> None:
         """Turns the tool calls in a finished reply into structured calls."""
@@ -756,7 +741,10 @@ def _turn_messages(prompt: Union[str, Mapping[str, Any], Sequence[Mapping[str, A
             if role == "tool" and content is not None:
                 import json
 
-                content = json.dumps(content, ensure_ascii=False)  # a tool's result given as data
+                try:
+                    content = json.dumps(content, ensure_ascii=False)  # a tool's result given as data
+                except (TypeError, ValueError) as e:
+                    raise errors.InvalidArgumentError(f"prompt message {n}: the content is not JSON data: {e}") from None
             else:
                 raise errors.InvalidArgumentError(f"prompt message {n} needs a string 'content'")
         msg = {k: v for k, v in m.items() if k in ("role", "content", "tool_call_id", "name")}

@@ -186,11 +186,11 @@ class Server:
         checked against the model (in a worker thread)."""
         gbnf, param = req.grammar, "response_format"
         if tools and req.tool_choice not in ("auto", "none"):
-            from ._tool_calls import call_grammar
+            from ._tool_calls import call_grammar, forced_tool
 
             assert self.formatter is not None
-            name = req.tool_choice[len("function:"):] if req.tool_choice.startswith("function:") else None
-            gbnf, param = call_grammar(tools, self.formatter.tool_format, name=name), "tools"
+            gbnf = call_grammar(tools, self.formatter.tool_format, name=forced_tool(req.tool_choice))
+            param = "tools"
         if gbnf is not None:
             try:
                 self.gpt4all.model.check_grammar(gbnf)
@@ -419,6 +419,8 @@ class Server:
                 obj["usage"] = None
             return f"data: {json.dumps(obj)}\n\n"
 
+        from ._tool_calls import content_end
+
         text, sent = "", 0  # with tools: the reply so far, and how much of it went out as content
         try:
             yield chunk("" if kind == "chat.completion" else echo, first=True)
@@ -430,8 +432,6 @@ class Server:
                     yield chunk(piece)
                     continue
                 # text that is or may become a tool call is held until the reply is complete
-                from ._tool_calls import content_end
-
                 text += piece
                 end = content_end(text, calls[1])
                 if end > sent:
