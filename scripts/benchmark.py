@@ -24,11 +24,17 @@ with one CPU backend linked in, next to tools built with every variant: the
 tools take the variant the llmodel beside them picks, and a warning says
 that this is not like for like.)
 
+--device cuda (or any GPU word) offloads every layer, for llama-bench too
+(-ngl 999), on a build with that GPU backend (scripts/gpu_device_check.sh).
+
 Measured, per thread count:
   pp  prompt processing, tokens/s: a prompt of --n-prompt tokens, from an
-      empty cache, to the first generated token (gpt4all at its default
-      n_batch=8, as LangChain passes it); llama-bench -p N -n 0.
-  tg  generation, tokens/s: --n-gen tokens, greedy; llama-bench -p 0 -n N.
+      empty cache, to the first generated token (gpt4all's default
+      n_batch=8, as LangChain passes it, which the engine's 512-token
+      batches replace); llama-bench -p N -n 0.
+  tg  generation, tokens/s: --n-gen tokens, greedy, end-of-generation
+      tokens banned (llama-bench samples nothing, so nothing ends its runs);
+      llama-bench -p 0 -n N.
       Blocking: the whole call less the prompt's evaluation (as the engine
       timed it); streaming and callback: between the first and the last token.
 Also: model load time, a 10-turn chat (latency and evaluated prompt tokens per
@@ -127,8 +133,9 @@ def worker_gpt4all(a: argparse.Namespace) -> Dict[str, Any]:
 
     model_file = Path(a.model)
     t0 = time.perf_counter()
+    on_gpu = a.device != "cpu"
     m = GPT4All(model_file.name, model_path=str(model_file.parent), allow_download=False, n_threads=a.threads,
-                device="cpu", n_ctx=2048)
+                device=a.device, n_ctx=2048, **({"ngl": 999} if on_gpu else {}))
     load_s = time.perf_counter() - t0
     ours = hasattr(m, "last_generation")
     native = m.model
@@ -141,9 +148,11 @@ def worker_gpt4all(a: argparse.Namespace) -> Dict[str, Any]:
             native.reset()  # else the original starts each plain generate afresh
 
     prompt = _prompt_of(tokenize, a.n_prompt)
-    greedy = dict(temp=0.0, top_k=1)
+    greedy: Dict[str, Any] = dict(temp=0.0, top_k=1)
     m.generate(prompt, max_tokens=4, **greedy)  # warm-up
     out: Dict[str, Any] = {"version": getattr(gpt4all, "__version__", "?"), "import_s": import_s, "load_s": load_s}
+    if ours:
+        out["backend"], out["device_name"] = m.backend, m.device
 
     # prompt processing: from the call to the first token
     pp: Dict[str, float] = {}
@@ -173,8 +182,19 @@ def worker_gpt4all(a: argparse.Namespace) -> Dict[str, Any]:
     out["pp"] = pp
     out["n_prompt"] = n_prompt
 
-    # generation
+    # generation: n_gen tokens every time, as llama-bench makes (it samples
+    # nothing, so nothing ends its runs); the greedy reply to TG_PROMPT can
+    # end early where the sums round differently (it does on CUDA after 2
+    # tokens), so our end-of-generation tokens are banned
     n_gen = a.n_gen
+    if ours:
+        from gpt4all import _native
+
+        lib, handle = _native.lib(), native._handle
+        eog = [t for t in range(native.info.n_vocab) if lib.llmodel_token_is_eog(handle, t)]
+        tg_params = dict(greedy, logit_bias={t: float("-inf") for t in eog})
+    else:
+        tg_params = greedy
 
     def tg_once(mode: str) -> Tuple[float, int]:
         reset()
@@ -187,24 +207,24 @@ def worker_gpt4all(a: argparse.Namespace) -> Dict[str, Any]:
         if mode == "blocking" and ours:
             # the whole call, less the prompt's evaluation as the engine timed it
             t0 = time.perf_counter()
-            m.generate(TG_PROMPT, max_tokens=n_gen, **greedy)
+            m.generate(TG_PROMPT, max_tokens=n_gen, **tg_params)
             t_all = time.perf_counter() - t0
             produced = m.last_generation.n_generated
             return produced / (t_all - m.last_generation.prompt_ms / 1000), produced
         if mode == "blocking":
             # no engine timings: the time of n+1 tokens less that of 1
             t0 = time.perf_counter()
-            m.generate(TG_PROMPT, max_tokens=1, **greedy)
+            m.generate(TG_PROMPT, max_tokens=1, **tg_params)
             t_one = time.perf_counter() - t0
             reset()
             t0 = time.perf_counter()
-            m.generate(TG_PROMPT, max_tokens=n_gen + 1, **greedy)
+            m.generate(TG_PROMPT, max_tokens=n_gen + 1, **tg_params)
             return n_gen / (time.perf_counter() - t0 - t_one), n_gen + 1
         if mode == "streaming":
-            for _ in m.generate(TG_PROMPT, max_tokens=n_gen + 1, streaming=True, **greedy):
+            for _ in m.generate(TG_PROMPT, max_tokens=n_gen + 1, streaming=True, **tg_params):
                 stamps.append(time.perf_counter())
         else:
-            m.generate(TG_PROMPT, max_tokens=n_gen + 1, callback=on_token, **greedy)
+            m.generate(TG_PROMPT, max_tokens=n_gen + 1, callback=on_token, **tg_params)
         n = m.last_generation.n_generated if ours else len(stamps)
         # pieces may merge tokens (UTF-8, stop strings): count the tokens, time the span
         return (n - 1) / (stamps[-1] - stamps[0]), n
@@ -216,6 +236,8 @@ def worker_gpt4all(a: argparse.Namespace) -> Dict[str, Any]:
         produced = max(produced, made)
     out["tg"] = tg
     out["n_generated"] = produced
+    if ours and produced < n_gen:
+        raise RuntimeError(f"generation stopped after {produced} of {n_gen} tokens: the figure would not compare")
 
     # a 10-turn chat: latency and evaluated tokens per turn
     chat = []
@@ -559,10 +581,12 @@ def run_with_rss(cmd: List[str], env: Optional[Dict[str, str]] = None) -> Tuple[
 
 
 def llama_bench(exe: Path, model: str, threads: int, n_prompt: int, n_gen: int,
-                depth: int = 0) -> Tuple[float, float]:
+                depth: int = 0, device: str = "cpu") -> Tuple[float, float]:
+    # every layer on the GPU, as gpt4all's ngl=999; none where the CPU is measured
+    ngl = ["-ngl", "0"] if device == "cpu" else ["-ngl", "999"]
     # run in its own folder: ggml also looks for backends in the working directory
     out, _, rss = run_measured([str(exe), "-m", model, "-t", str(threads), "-p", str(n_prompt), "-n", str(n_gen),
-                                "-d", str(depth), "-r", "1", "-o", "json"], cwd=exe.parent)
+                                "-d", str(depth), "-r", "1", "-o", "json", *ngl], cwd=exe.parent)
     (row,) = json.loads(out)
     return float(row["avg_ts"]), rss
 
@@ -625,7 +649,7 @@ def pin_cpu_variant(exe: Path, variant: str) -> Path:
 def worker(kind: str, python: str, a: argparse.Namespace, threads: int, env: Dict[str, str],
            rep: int, extra: Sequence[str] = ()) -> Dict[str, Any]:
     cmd = [python, str(Path(__file__).resolve()), "--worker", kind, "--model", a.model, "--threads", str(threads),
-           "--n-prompt", str(a.n_prompt), "--n-gen", str(a.n_gen), "--rep", str(rep), *extra]
+           "--n-prompt", str(a.n_prompt), "--n-gen", str(a.n_gen), "--rep", str(rep), "--device", a.device, *extra]
     out, rss = run_with_rss(cmd, env)
     result = json.loads(out.strip().splitlines()[-1])
     result["peak_rss_mb"] = rss
@@ -817,6 +841,9 @@ def main() -> int:
     ap.add_argument("--n-prompt", type=int, default=128, help="prompt tokens for pp (default 128)")
     ap.add_argument("--n-gen", type=int, default=64, help="generated tokens for tg (default 64)")
     ap.add_argument("--reps", type=int, default=5, help="repetitions of each contender (default 5)")
+    ap.add_argument("--device", default="cpu",
+                    help="gpt4all's device= (default cpu); anything else offloads every layer, for llama-bench "
+                         "too (-ngl 999), which then runs on the build's GPU backend")
     ap.add_argument("--llama-bench", type=Path, default=BENCH_BUILD / "bin" / "llama-bench")
     ap.add_argument("--batched", action="store_true",
                     help="measure P conversations generating at once against llama-batched-bench instead")
@@ -890,6 +917,7 @@ def main() -> int:
 
     failed: Dict[str, str] = {}
     results: Dict[str, Any] = {"machine": machine(), "model": a.model, "n_prompt": a.n_prompt, "n_gen": a.n_gen,
+                               "device": a.device,
                                "reps": a.reps, "llama_bench": str(a.llama_bench), "library": str(a.library),
                                "cpu_variant": cpu_variant, "tools_cpu_variant": tools_variant, "threads": {}}
     for t in threads:
@@ -900,11 +928,11 @@ def main() -> int:
             order = rotated(["bench-pp", "bench-tg"] + [c[0] for c in contenders], rep)
             for item in order:
                 if item == "bench-pp":
-                    ts, rss = llama_bench(a.llama_bench, a.model, t, a.n_prompt, 0)
+                    ts, rss = llama_bench(a.llama_bench, a.model, t, a.n_prompt, 0, device=a.device)
                     runs["llama-bench pp"].append(ts)
                     runs["llama-bench rss"].append(rss)
                 elif item == "bench-tg":
-                    ts, rss = llama_bench(a.llama_bench, a.model, t, 0, a.n_gen)
+                    ts, rss = llama_bench(a.llama_bench, a.model, t, 0, a.n_gen, device=a.device)
                     runs["llama-bench tg"].append(ts)
                     runs["llama-bench rss"].append(rss)
                 elif item not in failed:
@@ -957,7 +985,8 @@ def summarize(runs: Dict[str, List[Any]], contenders) -> Dict[str, Any]:
 def print_table(results: Dict[str, Any]) -> None:
     m = results["machine"]
     print(f"\n{Path(results['model']).name} on {m['cpu']} ({m['logical_cpus']} logical CPUs); "
-          f"pp{results['n_prompt']}, tg{results['n_gen']}, median of {results['reps']}")
+          f"pp{results['n_prompt']}, tg{results['n_gen']}, median of {results['reps']}, "
+          f"device {results.get('device', 'cpu')}")
     print(f"{'threads':>7}  {'test':<4} {'contender':<34} {'tokens/s':>10} {'ratio':>7}   (ratio: median of per-repetition ratios)")
     for t, s in results["threads"].items():
         for test in ("pp", "tg"):

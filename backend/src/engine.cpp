@@ -506,6 +506,28 @@ void end_generation(llmodel_conversation *c, Request *r) {
 
 namespace {
 
+// One decode step for the chosen requests, by a thread that set e.held
+// (lk locked on entry and on return): the engine thread, or a lone
+// generation's own thread.
+void step_holding(llmodel_model *m, std::unique_lock<std::mutex> &lk, const std::vector<Request *> &chosen) {
+    Engine &e = m->engine;
+    lk.unlock();
+    const auto t0 = Clock::now();
+    try {
+        decode_step(m, chosen);
+    } catch (const std::bad_alloc &) {
+        for (Request *q : chosen) fail_request(q, LLMODEL_ERR_OUT_OF_MEMORY, "out of memory");
+    } catch (const std::exception &ex) {
+        for (Request *q : chosen) fail_request(q, LLMODEL_ERR_INTERNAL, std::string("internal error: ") + ex.what());
+    }
+    const auto t1 = Clock::now();
+    lk.lock();
+    e.last_step_ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
+    e.held = false;
+    for (Request *q : chosen) q->finished_step = true;
+    e.cv.notify_all();
+}
+
 // The engine thread's loop (see the top of this file).
 void engine_loop(llmodel_model *m) {
     Engine &e = m->engine;
@@ -531,21 +553,7 @@ void engine_loop(llmodel_model *m) {
         if (e.pending.empty()) continue;
         e.held = true;
         std::vector<Request *> chosen = choose(e, e.pending.front());
-        lk.unlock();
-        const auto t0 = Clock::now();
-        try {
-            decode_step(m, chosen);
-        } catch (const std::bad_alloc &) {
-            for (Request *q : chosen) fail_request(q, LLMODEL_ERR_OUT_OF_MEMORY, "out of memory");
-        } catch (const std::exception &ex) {
-            for (Request *q : chosen) fail_request(q, LLMODEL_ERR_INTERNAL, std::string("internal error: ") + ex.what());
-        }
-        const auto t1 = Clock::now();
-        lk.lock();
-        e.last_step_ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
-        e.held = false;
-        for (Request *q : chosen) q->finished_step = true;
-        e.cv.notify_all();
+        step_holding(m, lk, chosen);
     }
 }
 
@@ -559,6 +567,15 @@ void run_step(Request &r) {
     r.finished_step = false;
     r.missed = false;
     e.pending.push_back(&r);
+    if (!e.stop && !e.held && e.pending.size() == 1 && e.active.size() == 1 && e.active.front() == &r) {
+        // the only generation running: its own thread decodes, sparing two
+        // thread hand-offs per token (0.2 ms, 15% of a small model's token
+        // on a GPU); the engine thread takes over once another one starts
+        e.held = true;
+        std::vector<Request *> chosen = choose(e, &r);
+        step_holding(m, lk, chosen);
+        return;
+    }
     e.cv.notify_all();
     e.cv.wait(lk, [&] { return r.finished_step || e.stop; });
     if (!r.finished_step) { // the engine stopped: the model is being released

@@ -53,6 +53,12 @@ TokenSampler::TokenSampler(const llama_vocab *vocab, int32_t n_ctx, const llmode
                                 llama_sampler_init_dist(p.seed == LLMODEL_SEED_RANDOM ? LLAMA_DEFAULT_SEED : p.seed));
         candidates_.resize(static_cast<size_t>(n_vocab_));
     }
+    if (penalized() || !bias_.empty()) {
+        touched_.assign(static_cast<size_t>(n_vocab_), 0);
+        for (size_t i = 0; i < touched_.size(); ++i) {
+            touched_[i] = (penalized() && counts_[i]) || (!bias_.empty() && bias_[i] != 0.0f);
+        }
+    }
 }
 
 float TokenSampler::adjusted(llama_token t, float logit) const {
@@ -80,9 +86,11 @@ llama_token TokenSampler::choose_greedy(const float *logits) const {
         }
         return tok;
     }
-    float best = adjusted(0, logits[0]);
+    // only the few tokens a penalty or bias touches need the adjustment
+    const uint8_t *touched = touched_.data();
+    float best = touched[0] ? adjusted(0, logits[0]) : logits[0];
     for (llama_token i = 1; i < n_vocab_; ++i) {
-        const float v = adjusted(i, logits[i]);
+        const float v = touched[i] ? adjusted(i, logits[i]) : logits[i];
         if (v > best) {
             best = v;
             tok = i;
@@ -99,7 +107,14 @@ bool TokenSampler::allowed(llama_token t) {
 }
 
 void TokenSampler::fill_candidates(const float *logits) {
-    for (llama_token i = 0; i < n_vocab_; ++i) candidates_[i] = llama_token_data{i, adjusted(i, logits[i]), 0.0f};
+    if (touched_.empty()) {
+        for (llama_token i = 0; i < n_vocab_; ++i) candidates_[i] = llama_token_data{i, logits[i], 0.0f};
+        return;
+    }
+    const uint8_t *touched = touched_.data();
+    for (llama_token i = 0; i < n_vocab_; ++i) {
+        candidates_[i] = llama_token_data{i, touched[i] ? adjusted(i, logits[i]) : logits[i], 0.0f};
+    }
 }
 
 // Whether the tokens not yet read can change what the truncation keeps of
@@ -248,9 +263,12 @@ llama_token TokenSampler::sample(const float *logits) {
 void TokenSampler::accept(llama_token t) {
     if (window_.empty() || t < 0 || t >= n_vocab_) return;
     llama_token &slot = window_[next_];
-    if (slot != LLAMA_TOKEN_NULL) --counts_[static_cast<size_t>(slot)];
+    if (slot != LLAMA_TOKEN_NULL && --counts_[static_cast<size_t>(slot)] == 0 && !touched_.empty()) {
+        touched_[static_cast<size_t>(slot)] = !bias_.empty() && bias_[static_cast<size_t>(slot)] != 0.0f;
+    }
     slot = t;
     ++counts_[static_cast<size_t>(t)];
+    if (!touched_.empty()) touched_[static_cast<size_t>(t)] = 1;
     next_ = (next_ + 1) % window_.size();
 }
 

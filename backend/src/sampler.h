@@ -77,6 +77,9 @@ private:
     std::vector<int32_t> counts_;     // occurrences of each token in the window
     size_t next_ = 0;
     std::vector<float> bias_;         // per token; empty: no bias
+    // per token: 1 where a penalty or a bias applies (greedy's fast scan);
+    // empty when neither is in use
+    std::vector<uint8_t> touched_;
     std::unique_ptr<llama_sampler, SamplerChainDeleter> chain_; // truncation, temperature, draw
     std::unique_ptr<llama_sampler, SamplerChainDeleter> grammar_;
     const int32_t top_k_;

@@ -347,6 +347,9 @@ _log_callback = LogCallback(_on_log)  # referenced for the life of the process
 def _open(path: Path) -> ctypes.CDLL:
     if sys.platform == "win32":
         os.add_dll_directory(str(path.parent))  # the ggml DLLs sit beside it
+    from . import _cuda_runtime
+
+    _cuda_runtime.preload(path.parent)  # before llmodel loads its backends
     lib = ctypes.CDLL(str(path))
 
     def symbol(name: str) -> Any:

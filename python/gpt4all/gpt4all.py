@@ -351,7 +351,8 @@ class GPT4All:
                  stop: Optional[Union[str, Sequence[str]]] = None,
                  seed: Optional[int] = GenerationParams.seed, grammar: Optional[str] = None,
                  json_schema: Optional[Mapping[str, Any]] = None,
-                 tool_choice: Optional[ToolChoice] = None) -> Union[str, Iterable[str]]:
+                 tool_choice: Optional[ToolChoice] = None,
+                 logit_bias: Optional[Mapping[int, float]] = None) -> Union[str, Iterable[str]]:
         """Generates a reply to a prompt.
 
         Args:
@@ -395,6 +396,9 @@ class GPT4All:
                 generated. See docs/structured-output.md.
             tool_choice: in a session with tools, this turn's choice (see
                 ``chat_session``).
+            logit_bias: ``{token_id: bias}`` added to those tokens' logits
+                before sampling; ``float("-inf")`` bans a token (an addition
+                to the original API, as OpenAI's ``logit_bias``).
 
         Returns:
             The reply, or a generator of its pieces when ``streaming``.
@@ -412,7 +416,7 @@ class GPT4All:
         # session's prompt is tokens, so special plays no part)
         params = GenerationParams(n_predict=n, temp=temp, top_k=top_k, top_p=top_p, min_p=min_p,
                                   repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n, seed=seed,
-                                  special=False)
+                                  special=False, logit_bias=logit_bias)
         messages = _turn_messages(prompt) if session is not None else None
         check_int("n_batch", n_batch, 1)  # accepted for compatibility; the engine's batches are used
         if not callable(callback):
