@@ -4,6 +4,7 @@
 #
 #   scripts/cuda_build_check.sh [BUILD_DIR]     (default build-cuda)
 #   CUDA_ARCHS="90-real" scripts/cuda_build_check.sh    # one architecture, quicker
+#   CHECK_ONLY=1 scripts/cuda_build_check.sh BUILD_DIR  # steps 2 and 3 on a build made before
 #
 # 1. builds llmodel with every CPU variant and libggml-cuda for the wheel's
 #    architectures (CUDA_ARCHS overrides), plus llama-bench from the same tree
@@ -18,13 +19,14 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 BUILD=${1:-build-cuda}
-# The wheel's choice (README, "GPU backends"): machine code for every
-# architecture CUDA 13 supports that users run, nothing to compile on first use.
-ARCHS=${CUDA_ARCHS:-"75-real;80-real;86-real;89-real;90-real;100-real;120a-real"}
+# The wheel's choice (README, "GPU backends"): machine code for the
+# architectures most users run, Turing as PTX (pyproject.toml, the same list).
+ARCHS=${CUDA_ARCHS:-"75-virtual;80-real;90-real;120a-real"}
 PY=${PYTHON:-python3}
 JOBS=${JOBS:-$(nproc)}
 start=$(date +%s)
 
+if [ -z "${CHECK_ONLY:-}" ]; then
 TREE=$("$PY" scripts/fetch_llama_cpp.py | tail -1)
 args=(-DLLAMA_CPP_DIR="$TREE" -DLLMODEL_CUDA=ON -DLLMODEL_BUILD_LLAMA_BENCH=ON -DLLMODEL_BUILD_TESTS=OFF
       "-DCMAKE_CUDA_ARCHITECTURES=$ARCHS")
@@ -47,12 +49,14 @@ command -v ninja >/dev/null && [ ! -f "$BUILD/CMakeCache.txt" ] && gen=(-G Ninja
 cmake -S . -B "$BUILD" "${gen[@]}" "${args[@]}" >/dev/null
 cmake --build "$BUILD" -j "$JOBS" --target llmodel llama-bench
 cmake --build "$BUILD" -j "$JOBS"  # the CPU variants: modules nothing links to
+fi
 built=$(date +%s)
 
 BIN=$ROOT/$BUILD/bin
 [ -d "$BIN" ] || BIN=$BUILD/bin
 module=$BIN/libggml-cuda.so
-echo "== $module: $(du -h "$module" | cut -f1) for $ARCHS"
+what="for $ARCHS"; [ -n "${CHECK_ONLY:-}" ] && what="(built before)"
+echo "== $module: $(du -h "$module" | cut -f1) $what"
 needed=$(readelf -d "$module" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')
 runpath=$(readelf -d "$module" | sed -n 's/.*(RUNPATH).*\[\(.*\)\]/\1/p')
 echo "needs: $needed"

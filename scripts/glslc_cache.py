@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env -S python3 -S
 """glslc with a cache: what ccache does for C++, for ggml-vulkan's shaders.
 
 ggml's Vulkan build compiles about 1,100 shader variants with glslc, minutes
@@ -13,7 +13,8 @@ real glslc (the first one on PATH that is not this script, or $GLSLC) runs
 and a clean result (exit 0, nothing on stderr) is stored. The key covers the
 source file and every file in its folder (where its #includes are), so an
 edited shader or header misses. Calls it does not understand run glslc
-unchanged.
+unchanged. It runs as `python3 -S` (no site-packages): starting Python is
+most of what a cache hit costs.
 """
 from __future__ import annotations
 

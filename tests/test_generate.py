@@ -251,3 +251,28 @@ def test_a_dropped_native_stream_frees_the_model(smollm2):
     with pytest.raises(ModelBusyError):
         stream.next()
     assert stream.close().stop_reason == "callback"
+
+
+def test_logit_bias_bans_and_favours_tokens(smollm2):
+    from gpt4all import InvalidArgumentError, _native
+
+    lib, handle = _native.lib(), smollm2.model._handle
+    eog = [t for t in range(smollm2.model.info.n_vocab) if lib.llmodel_token_is_eog(handle, t)]
+    assert eog
+    prompt = "The capital of France is"
+    smollm2.generate(prompt, max_tokens=60, temp=0)
+    free = smollm2.last_generation
+    # with every end-of-generation token banned the reply runs to max_tokens
+    banned = smollm2.generate(prompt, max_tokens=60, temp=0, logit_bias={t: float("-inf") for t in eog})
+    assert smollm2.last_generation.n_generated == 60 and smollm2.last_generation.stop_reason == "length", free
+    # a large bias makes a token the greedy choice; the same in a session and when streaming
+    (comma,) = smollm2.model.tokenize(",")
+    assert smollm2.generate(prompt, max_tokens=3, temp=0, logit_bias={comma: 100.0}) == ",,,"
+    with smollm2.chat_session():
+        assert "".join(smollm2.generate("Hi", max_tokens=2, temp=0, streaming=True,
+                                        logit_bias={comma: 100.0})) == ",,"
+    assert banned.startswith(smollm2.generate(prompt, max_tokens=5, temp=0))  # nothing left behind
+    with pytest.raises(InvalidArgumentError, match="logit_bias"):
+        smollm2.generate(prompt, logit_bias={"x": 1.0})
+    with pytest.raises(InvalidArgumentError, match="logit_bias"):
+        smollm2.generate(prompt, logit_bias=[(1, 2.0)])
