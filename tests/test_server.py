@@ -466,7 +466,22 @@ def test_chat_page_streams_a_reply_in_a_browser(server, client):
         wait.until(lambda d: d.find_element(By.ID, "model").text == MODEL)
         driver.find_element(By.ID, "input").send_keys("What is the capital of France?")
         driver.find_element(By.ID, "send").click()
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".msg.assistant[data-state=done]"))
+        # the page asks with OpenAI's defaults (temperature 1, no max_tokens): a
+        # reply may run to the context's end, minutes on a busy CI machine. So:
+        # wait for it to stream in, then press Stop (the send button meanwhile),
+        # which must end it on the page and, through the hang-up, on the server
+        done = ".msg.assistant[data-state=done]"
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, done)
+                   or len(d.find_element(By.CSS_SELECTOR, ".msg.assistant").text) >= 20)
+        if not driver.find_elements(By.CSS_SELECTOR, done):
+            assert driver.find_element(By.ID, "send").text == "Stop"
+            driver.find_element(By.ID, "send").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, done))
+        assert driver.find_element(By.ID, "send").text == "Send"
+        deadline = time.monotonic() + 10
+        while health(server)["running"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert health(server)["running"] == 0
         shown = driver.find_element(By.CSS_SELECTOR, ".msg.assistant").text
         user = driver.find_element(By.CSS_SELECTOR, ".msg.user").text
     finally:
