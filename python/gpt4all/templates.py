@@ -16,7 +16,6 @@ not a forged turn. The system prompt is a content too.
 from __future__ import annotations
 
 import re
-import secrets
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
@@ -168,6 +167,8 @@ def render_jinja_segments(source: str, messages: Sequence[Mapping[str, Any]], *,
     contents = [m["content"] for m in msgs]
     real = _render(source, msgs, bos_token, eos_token, add_generation_prompt, tools)
     texts = [*contents, bos_token, eos_token]
+    import secrets  # here, not at import: `import gpt4all` stays cheap
+
     mark = str(secrets.randbits(48))
     while any("\ue000" + mark in s for s in texts):
         mark = str(secrets.randbits(48))  # a content that holds the mark could not be told from it
