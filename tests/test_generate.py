@@ -276,3 +276,7 @@ def test_logit_bias_bans_and_favours_tokens(smollm2):
         smollm2.generate(prompt, logit_bias={"x": 1.0})
     with pytest.raises(InvalidArgumentError, match="logit_bias"):
         smollm2.generate(prompt, logit_bias=[(1, 2.0)])
+    with pytest.raises(InvalidArgumentError, match="not in the vocabulary"):
+        smollm2.generate(prompt, logit_bias={smollm2.model.info.n_vocab: 1.0})
+    with pytest.raises(InvalidArgumentError, match="finite"):
+        smollm2.generate(prompt, logit_bias={comma: float("nan")})
